@@ -1,0 +1,1 @@
+"""Transformer Explorer: the library behind the app (never imports streamlit)."""

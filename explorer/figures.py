@@ -1,0 +1,127 @@
+"""Figure builders: plotly figures (as plain dicts, cheap to build and serialise) and small
+HTML fragments. Every string that came from a user is escaped here: it is shown as text, never
+interpreted as markup.
+"""
+from __future__ import annotations
+
+import html
+from typing import Sequence
+
+import numpy as np
+
+COLORSCALE = "Viridis"  # perceptually uniform, monotonic in grayscale, colour-blind safe
+
+
+def md_escape(text: str) -> str:
+    """Text for a markdown message, every punctuation character backslash-escaped (CommonMark),
+    so that what a user typed is shown as typed and never becomes a link, image or emphasis."""
+    return "".join("\\" + c if (c.isascii() and not c.isalnum() and not c.isspace()) else c for c in text)
+
+
+def token_label(tok: str) -> str:
+    """A token as an axis label: spaces made visible, markup characters escaped."""
+    return html.escape({" ": "␣", "\n": "⏎", "\t": "⇥"}.get(tok, tok), quote=True)
+
+
+def _axis(tokens: Sequence[str], domain, anchor, show: bool, reverse=False, size=11):
+    ax = {
+        "domain": list(domain), "anchor": anchor, "tickmode": "array",
+        "tickvals": list(range(len(tokens))), "ticktext": [token_label(t) for t in tokens] if show else [],
+        "showticklabels": show, "tickfont": {"size": size, "family": "monospace"}, "showgrid": False,
+        "zeroline": False, "constrain": "domain",
+    }
+    if reverse:
+        ax["autorange"] = "reversed"
+    return ax
+
+
+def attention_heatmap(weights: np.ndarray, tokens: Sequence[str], title: str = "", height: int = 520) -> dict:
+    """One head's ``(T, T)`` attention: rows are queries (who looks), columns keys (looked at)."""
+    T = len(tokens)
+    labels = [token_label(t) for t in tokens]
+    custom = [[[labels[i], labels[j]] for j in range(T)] for i in range(T)]
+    trace = {
+        "type": "heatmap", "z": np.round(weights, 4).tolist(), "x": list(range(T)), "y": list(range(T)),
+        "zmin": 0.0, "zmax": 1.0, "colorscale": COLORSCALE, "customdata": custom,
+        "colorbar": {"title": {"text": "weight"}, "thickness": 12},
+        "hovertemplate": "query %{y} '%{customdata[0]}' → key %{x} '%{customdata[1]}'<br>weight %{z:.3f}<extra></extra>",
+    }
+    layout = {
+        "title": {"text": html.escape(title)}, "height": height, "margin": {"l": 50, "r": 20, "t": 40, "b": 40},
+        "xaxis": {**_axis(tokens, (0, 1), "y", True), "title": {"text": "key (attended to)"}, "side": "bottom"},
+        "yaxis": {**_axis(tokens, (0, 1), "x", True, reverse=True), "title": {"text": "query"},
+                  "scaleanchor": "x"},
+    }
+    return {"data": [trace], "layout": layout}
+
+
+def attention_grid(attn: np.ndarray, tokens: Sequence[str], cell: int = 150) -> dict:
+    """Every layer (rows) x head (columns) as small heatmaps sharing one colour scale."""
+    n_layer, n_head = attn.shape[:2]
+    gap = 0.02
+    w = (1 - gap * (n_head - 1)) / n_head
+    h = (1 - gap * (n_layer - 1)) / n_layer
+    data, layout = [], {}
+    T = len(tokens)
+    show_labels = T <= 24 and n_head <= 4
+    for l in range(n_layer):
+        for hd in range(n_head):
+            n = l * n_head + hd + 1
+            xa, ya = f"x{n}", f"y{n}"
+            data.append({
+                "type": "heatmap", "z": np.round(attn[l, hd], 3).tolist(), "xaxis": xa, "yaxis": ya,
+                "zmin": 0.0, "zmax": 1.0, "colorscale": COLORSCALE, "showscale": n == 1,
+                "colorbar": {"thickness": 10, "len": 0.5}, "name": f"layer {l} head {hd}",
+                "hovertemplate": f"layer {l} head {hd}<br>query %{{y}} → key %{{x}}: %{{z:.3f}}<extra></extra>",
+            })
+            x0 = hd * (w + gap)
+            y1 = 1 - l * (h + gap)
+            suffix = "" if n == 1 else str(n)
+            layout[f"xaxis{suffix}"] = _axis(tokens, (x0, x0 + w), ya, show_labels and l == n_layer - 1, size=9)
+            layout[f"yaxis{suffix}"] = _axis(tokens, (y1 - h, y1), xa, show_labels and hd == 0, True, size=9)
+            layout[f"yaxis{suffix}"]["scaleanchor"] = xa
+    annotations = [
+        {"text": f"head {hd}", "x": hd * (w + gap) + w / 2, "y": 1.0, "xref": "paper", "yref": "paper",
+         "showarrow": False, "yanchor": "bottom", "font": {"size": 12}} for hd in range(n_head)
+    ] + [
+        {"text": f"layer {l}", "x": -0.01, "y": 1 - l * (h + gap) - h / 2, "xref": "paper", "yref": "paper",
+         "showarrow": False, "xanchor": "right", "textangle": -90, "font": {"size": 12}} for l in range(n_layer)
+    ]
+    layout.update({
+        "height": max(220, int(cell * n_layer * max(1.0, 4 / max(n_head, 1)))) + 40,
+        "margin": {"l": 60, "r": 10, "t": 30, "b": 20}, "annotations": annotations,
+    })
+    return {"data": data, "layout": layout}
+
+
+def loss_curve(history: Sequence[tuple[int, float, float]], height: int = 260) -> dict:
+    steps = [h[0] for h in history]
+    return {
+        "data": [
+            {"type": "scatter", "mode": "lines", "x": steps, "y": [h[1] for h in history], "name": "loss",
+             "line": {"color": "#1f77b4"}},
+            {"type": "scatter", "mode": "lines", "x": steps, "y": [h[2] for h in history], "name": "accuracy",
+             "yaxis": "y2", "line": {"color": "#ff7f0e", "dash": "dot"}},
+        ],
+        "layout": {
+            "height": height, "margin": {"l": 50, "r": 50, "t": 20, "b": 40},
+            "xaxis": {"title": {"text": "step"}}, "yaxis": {"title": {"text": "loss (nats)"}, "type": "log"},
+            "yaxis2": {"title": {"text": "token accuracy"}, "overlaying": "y", "side": "right", "range": [0, 1]},
+            "legend": {"orientation": "h", "y": 1.1},
+        },
+    }
+
+
+def probability_html(text: str, probs: Sequence[float], expected: str | None = None) -> str:
+    """The written answer, each character shaded by the probability the model gave it (darker is
+    surer); characters that differ from the expected answer are underlined in red."""
+    spans = []
+    for i, (ch, p) in enumerate(zip(text, probs)):
+        wrong = expected is not None and (i >= len(expected) or expected[i] != ch)
+        style = f"background: rgba(31, 119, 180, {0.1 + 0.9 * p:.2f}); color: {'#fff' if p > 0.55 else '#000'};"
+        if wrong:
+            style += " text-decoration: underline wavy #d62728;"
+        shown = token_label(ch)
+        spans.append(f'<span class="tok" title="p = {p:.3f}" style="{style} padding: 2px 3px; '
+                     f'margin: 1px; border-radius: 3px; font-family: monospace; font-size: 1.3em;">{shown}</span>')
+    return '<div class="generated" style="line-height: 2.2;">' + "".join(spans) + "</div>"

@@ -1,0 +1,65 @@
+"""Generation: greedy, temperature and top-k sampling, returning each token's probability."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .model import GPT
+from .tasks import CharTokenizer
+
+
+@dataclass
+class Generation:
+    prompt: str  # the text the model was given
+    text: str  # what it wrote
+    probs: list[float]  # probability the model gave each written character
+    ids: list[int]  # prompt + written token ids
+
+
+@torch.no_grad()
+def generate(
+    model: GPT,
+    tokenizer: CharTokenizer,
+    prompt: str,
+    max_new_tokens: int,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    seed: int = 0,
+    stop: str | None = None,
+) -> Generation:
+    """Continue ``prompt`` by up to ``max_new_tokens`` characters. ``temperature == 0`` is greedy.
+    Raises ``UnknownCharacters`` for characters outside the vocabulary and ``ValueError`` when
+    prompt and output would not fit the model's context."""
+    ids = tokenizer.encode(prompt)
+    if not ids:
+        raise ValueError("the prompt is empty: type at least one character")
+    context = model.config.block_size
+    if len(ids) + max_new_tokens > context and not model.pos.extrapolates:
+        raise ValueError(
+            f"the input ({len(ids)} characters) and its answer ({max_new_tokens}) need {len(ids) + max_new_tokens} "
+            f"positions, but this model's context is {context}: shorten the input to at most "
+            f"{max(0, context - max_new_tokens)} characters"
+        )
+    model.eval()
+    gen = torch.Generator().manual_seed(seed)
+    idx = torch.tensor([ids])
+    text, probs = [], []
+    for _ in range(max_new_tokens):
+        logits = model(idx[:, -context:]).logits[0, -1]
+        p = torch.softmax(logits / max(temperature, 1e-8), dim=-1) if temperature > 0 else torch.softmax(logits, -1)
+        if temperature > 0:
+            if top_k is not None:
+                kth = torch.topk(p, min(top_k, p.numel())).values[-1]
+                p = torch.where(p < kth, torch.zeros_like(p), p)
+                p = p / p.sum()
+            nxt = int(torch.multinomial(p, 1, generator=gen))
+        else:
+            nxt = int(p.argmax())
+        idx = torch.cat([idx, torch.tensor([[nxt]])], dim=1)
+        ch = tokenizer.chars[nxt]
+        text.append(ch)
+        probs.append(float(p[nxt]))
+        if stop is not None and ch == stop:
+            break
+    return Generation(prompt, "".join(text), probs, idx[0].tolist())

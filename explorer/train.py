@@ -1,0 +1,139 @@
+"""Training (AdamW, seeded, resumable in slices) and evaluation.
+
+``Trainer`` keeps its model, optimiser, data generator and history, so a page can run it a slice
+at a time between redraws, stop it, and pick it up again. ``Trainer.run`` calls back every
+``every`` steps with a ``Progress``: the loss so far and a snapshot of the attention weights on a
+fixed example, so a caller can watch the maps form.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import torch
+from torch import Tensor
+
+from .model import GPT
+from .tasks import IGNORE, Task
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 600  # optimisation steps in all
+    batch_size: int = 64  # sequences per step
+    lr: float = 3e-3  # peak learning rate (AdamW), after linear warm-up, then cosine decay
+    warmup: int = 30  # warm-up steps
+    weight_decay: float = 0.01  # AdamW's decoupled weight decay
+    seed: int = 0  # seeds the data stream (the model has its own seed)
+
+
+@dataclass
+class Progress:
+    step: int  # steps done so far
+    total: int  # steps in all
+    loss: float  # mean loss of the last slice
+    accuracy: float  # token accuracy on the answer positions of the last batch
+    attentions: Optional[list[Tensor]] = None  # n_layer x (nh, T, T) on the watched example
+
+
+@dataclass
+class Trainer:
+    model: GPT
+    task: Task
+    length: int  # task input length
+    config: TrainConfig = field(default_factory=TrainConfig)
+    watch: Optional[Tensor] = None  # (1, T) example whose attention is snapshot in progress reports
+
+    def __post_init__(self):
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay, betas=(0.9, 0.99)
+        )
+        self.gen = torch.Generator().manual_seed(self.config.seed)
+        self.step = 0
+        self.history: list[tuple[int, float, float]] = []  # (step, loss, accuracy)
+        self.seconds = 0.0  # wall time spent in optimisation steps
+
+    @property
+    def done(self) -> bool:
+        return self.step >= self.config.steps
+
+    def _lr(self) -> float:
+        c = self.config
+        if self.step < c.warmup:
+            return c.lr * (self.step + 1) / c.warmup
+        frac = (self.step - c.warmup) / max(1, c.steps - c.warmup)
+        return c.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
+
+    def train_step(self) -> tuple[float, float]:
+        self.model.train()
+        x, y = self.task.batch(self.gen, self.config.batch_size, self.length)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self._lr()
+        out = self.model(x, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        self.optimizer.step()
+        self.step += 1
+        with torch.no_grad():
+            mask = y != IGNORE
+            acc = (out.logits.argmax(-1)[mask] == y[mask]).float().mean().item()
+        return out.loss.item(), acc
+
+    def snapshot(self) -> Optional[list[Tensor]]:
+        """Every layer's attention on the watched example: n_layer x (nh, T, T)."""
+        if self.watch is None:
+            return None
+        self.model.eval()
+        with torch.no_grad():
+            return [w[0] for w in self.model(self.watch, need_weights=True).attentions]
+
+    def run(
+        self,
+        steps: Optional[int] = None,
+        seconds: Optional[float] = None,
+        callback: Optional[Callable[[Progress], None]] = None,
+        every: int = 50,
+    ) -> Progress:
+        """Train for up to ``steps`` more steps (default: to the end) or ``seconds`` of wall time,
+        whichever comes first; call ``callback`` every ``every`` steps and at the end."""
+        target = self.config.steps if steps is None else min(self.config.steps, self.step + steps)
+        t0 = time.perf_counter()
+        losses, accs = [], []
+        progress = Progress(self.step, self.config.steps, float("nan"), float("nan"))
+        while self.step < target:
+            loss, acc = self.train_step()
+            losses.append(loss)
+            accs.append(acc)
+            self.history.append((self.step, loss, acc))
+            last = self.step >= target or (seconds is not None and time.perf_counter() - t0 >= seconds)
+            if last or self.step % every == 0:
+                progress = Progress(self.step, self.config.steps, sum(losses) / len(losses), sum(accs) / len(accs))
+                losses, accs = [], []
+                if callback is not None:
+                    progress.attentions = self.snapshot()
+                    callback(progress)
+            if last:
+                break
+        self.seconds += time.perf_counter() - t0
+        self.model.eval()
+        return progress
+
+
+@torch.no_grad()
+def evaluate(model: GPT, task: Task, length: int, batches: int = 4, batch_size: int = 256, seed: int = 1234):
+    """Token accuracy and loss on fresh examples (teacher-forced, answer positions only)."""
+    model.eval()
+    gen = torch.Generator().manual_seed(seed)
+    correct = total = 0
+    loss = 0.0
+    for _ in range(batches):
+        x, y = task.batch(gen, batch_size, length)
+        out = model(x, y)
+        mask = y != IGNORE
+        correct += (out.logits.argmax(-1)[mask] == y[mask]).sum().item()
+        total += mask.sum().item()
+        loss += out.loss.item()
+    return {"accuracy": correct / total, "loss": loss / batches}

@@ -1,0 +1,33 @@
+"""Helpers to drive pages with streamlit.testing.v1.AppTest and read back what they drew."""
+import json
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+
+
+def open_page(page: str, timeout: float = 30) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=timeout)
+    at.run()
+    at.switch_page(page)
+    at.run()
+    assert_clean(at)
+    return at
+
+
+def assert_clean(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def plotly_specs(at: AppTest) -> list[dict]:
+    """Every plotly figure the page drew, as the JSON the browser receives."""
+    return [json.loads(e.proto.spec) for e in at.get("plotly_chart")]
+
+
+def iframes(at: AppTest) -> list[str]:
+    return [e.proto.srcdoc for e in at.get("iframe")]
+
+
+def texts(elements) -> list[str]:
+    return [e.value for e in elements]
