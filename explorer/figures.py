@@ -105,8 +105,10 @@ def loss_curve(history: Sequence[tuple[int, float, float]], height: int = 260) -
         ],
         "layout": {
             "height": height, "margin": {"l": 50, "r": 50, "t": 20, "b": 40},
-            "xaxis": {"title": {"text": "step"}}, "yaxis": {"title": {"text": "loss (nats)"}, "type": "log"},
-            "yaxis2": {"title": {"text": "token accuracy"}, "overlaying": "y", "side": "right", "range": [0, 1]},
+            "xaxis": {"title": {"text": "step"}},
+            "yaxis": {"title": {"text": "loss (nats, log scale)"}, "type": "log", "dtick": 1, "tickformat": ".1g"},
+            "yaxis2": {"title": {"text": "token accuracy"}, "overlaying": "y", "side": "right", "range": [0, 1.02],
+                       "tickmode": "linear", "tick0": 0, "dtick": 0.25, "tickformat": ".0%", "showgrid": False},
             "legend": {"orientation": "h", "y": 1.1},
         },
     }

@@ -34,7 +34,7 @@ class LabSettings:
     encoding: str = "learned"  # a name in explorer.encodings.ENCODINGS
     n_layer: int = 2  # transformer blocks
     n_embd: int = 64  # width
-    steps: int = 400  # training steps
+    steps: int = 300  # training steps
     seed: int = 0  # seeds weights and data
 
     @property

@@ -2,6 +2,7 @@
 import time
 from collections import OrderedDict
 
+import plotly.graph_objects as go
 import streamlit as st
 
 from explorer import bertviz_views, figures, lab
@@ -10,6 +11,12 @@ from explorer.encodings import ENCODINGS
 from explorer.tasks import TASKS
 
 S = st.session_state
+if "app_shell" not in S:
+    # The first request to a fresh server can run a page file without app.py (Streamlit's old
+    # pages/ folder mode). Register this page with the navigation API and run again: from then on
+    # app.py's navigation runs every page, on the URL that was asked for.
+    st.navigation([st.Page(lambda: None, title="shell", default=True), st.Page(__file__)], position="hidden")
+    st.rerun()
 D = lab.LabSettings()  # defaults
 REFRESH_S = 0.25  # seconds of training between redraws while training
 
@@ -20,14 +27,16 @@ def untrained_model(settings: lab.LabSettings):
     return lab.untrained(settings)
 
 
-@st.cache_data(max_entries=64)
+# Figures are validated once (plotly's validation costs more than drawing them) and shared
+# read-only: their keys are the data they show, so no session sees anything of another's.
+@st.cache_resource(max_entries=64)
 def grid_figure(attentions, tokens):
-    return figures.attention_grid(attentions, tokens)
+    return go.Figure(figures.attention_grid(attentions, tokens))
 
 
-@st.cache_data(max_entries=64)
+@st.cache_resource(max_entries=64)
 def head_figure(weights, tokens, title):
-    return figures.attention_heatmap(weights, tokens, title)
+    return go.Figure(figures.attention_heatmap(weights, tokens, title))
 
 
 @st.cache_data(max_entries=32)
@@ -70,7 +79,8 @@ def reset():
     S.lab_training = False
 
 
-st.title("🔬 Attention Lab")
+render_start = time.perf_counter()
+st.title("Attention Lab")
 st.caption("Pick a task and an architecture, press **Train**, and watch attention form while the model learns.")
 
 # ---------------------------------------------------------------------------------------------- controls
@@ -110,9 +120,9 @@ try:
 except ValueError as e:
     config_error = str(e)
 if config_error:
-    st.error(f"This configuration is not possible: {config_error}.", icon="⚠️")
+    st.error(f"This configuration is not possible: {config_error}.", icon=":material/error:")
 if "lab_train_error" in S:
-    st.error(S.pop("lab_train_error"), icon="⚠️")
+    st.error(S.pop("lab_train_error"), icon=":material/error:")
 
 run = S.get("lab_run")
 training = bool(S.get("lab_training")) and run is not None
@@ -132,10 +142,10 @@ if run is not None:
         if runtime:
             st.info(f"Showing the trained weights read with the new {', '.join(runtime)} (trained with "
                     + ", ".join(f"{c} = {getattr(run.settings, c)}" for c in runtime)
-                    + "). No retraining was needed to look; press **Train** to train this configuration.", icon="🔁")
+                    + "). No retraining was needed to look; press **Train** to train this configuration.", icon=":material/swap_horiz:")
     elif changed:
         st.info("The controls describe a different model (" + ", ".join(changed) + " changed). Showing the model "
-                "you trained; press **Train** to train the new one.", icon="ℹ️")
+                "you trained; press **Train** to train the new one.", icon=":material/info:")
     view_settings = settings if exact else run.settings
 elif config is not None:
     model = untrained_model(settings)
@@ -153,7 +163,7 @@ c1.button("▶ Train", on_click=start_training, disabled=config is None or train
 c2.button("■ Stop", on_click=stop_training, disabled=not training, key="lab_stop")
 c3.button("↺ Reset", on_click=reset, disabled=run is None, key="lab_reset")
 status = c4.empty()
-status.markdown(("⏳ training… " if training else "") + trained_text)
+status.markdown(("**Training…** " if training else "") + trained_text)
 progress_slot = st.empty()
 loss_slot = st.empty()
 if run is not None and run.trainer.history:
@@ -175,7 +185,7 @@ text = st.text_input("Your input", key="lab_input", max_chars=512,
 check = lab.check_input(view_task, cfg, text, view_settings.length)
 analysis = None
 if not check.ok:
-    st.warning(check.message, icon="✋")
+    st.warning(check.message, icon=":material/keyboard:")
 else:
     key = (run.id if run else "untrained", run.trainer.step if run else 0, cfg, text)
     analysis = cached(session_cache("lab_analyses"), key, lambda: lab.analyze(model, view_task, text))
@@ -209,6 +219,8 @@ if analysis is not None:
         st.iframe(bertviz_html(analysis.attentions, tokens, "head"), height=120 + 26 * len(tokens))
     with tab3:
         st.iframe(bertviz_html(analysis.attentions, tokens, "model"), height=60 + 120 * cfg.n_layer)
+
+S.lab_render_s = time.perf_counter() - render_start  # server time of this run (read by the benchmark)
 
 # ---------------------------------------------------------------------------------------------- live training
 if training:
