@@ -5,6 +5,7 @@ interpreted as markup.
 from __future__ import annotations
 
 import html
+import math
 from typing import Sequence
 
 import numpy as np
@@ -96,9 +97,11 @@ def attention_grid(attn: np.ndarray, tokens: Sequence[str], cell: int = 150) -> 
 
 def loss_curve(history: Sequence[tuple[int, float, float]], height: int = 260) -> dict:
     steps = [h[0] for h in history]
+    losses = [max(h[1], 1e-6) for h in history]
+    span = [math.log10(min(losses)) - 0.1, math.log10(max(losses)) + 0.1] if losses else None
     return {
         "data": [
-            {"type": "scatter", "mode": "lines", "x": steps, "y": [h[1] for h in history], "name": "loss",
+            {"type": "scatter", "mode": "lines", "x": steps, "y": losses, "name": "loss",
              "line": {"color": "#1f77b4"}},
             {"type": "scatter", "mode": "lines", "x": steps, "y": [h[2] for h in history], "name": "accuracy",
              "yaxis": "y2", "line": {"color": "#ff7f0e", "dash": "dot"}},
@@ -106,7 +109,8 @@ def loss_curve(history: Sequence[tuple[int, float, float]], height: int = 260) -
         "layout": {
             "height": height, "margin": {"l": 50, "r": 50, "t": 20, "b": 40},
             "xaxis": {"title": {"text": "step"}},
-            "yaxis": {"title": {"text": "loss (nats, log scale)"}, "type": "log", "dtick": 1, "tickformat": ".1g"},
+            "yaxis": {"title": {"text": "loss (nats, log scale)"}, "type": "log", "dtick": 1, "tickformat": ".1g",
+                      "range": span},
             "yaxis2": {"title": {"text": "token accuracy"}, "overlaying": "y", "side": "right", "range": [0, 1.02],
                        "tickmode": "linear", "tick0": 0, "dtick": 0.25, "tickformat": ".0%", "showgrid": False},
             "legend": {"orientation": "h", "y": 1.1},

@@ -216,9 +216,9 @@ if analysis is not None:
         st.plotly_chart(head_figure(analysis.attentions[layer, head], tokens, f"layer {layer}, head {head}"),
                         key="lab_head_map")
     with tab2:
-        st.iframe(bertviz_html(analysis.attentions, tokens, "head"), height=120 + 26 * len(tokens))
+        st.iframe(bertviz_html(analysis.attentions, tokens, "head"), height=140 + 21 * len(tokens))
     with tab3:
-        st.iframe(bertviz_html(analysis.attentions, tokens, "model"), height=60 + 120 * cfg.n_layer)
+        st.iframe(bertviz_html(analysis.attentions, tokens, "model"), height=80 + 250 * cfg.n_layer)
 
 S.lab_render_s = time.perf_counter() - render_start  # server time of this run (read by the benchmark)
 

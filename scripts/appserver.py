@@ -94,3 +94,10 @@ def wait_until_idle(page, timeout: float = 60_000) -> None:
     page.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']", timeout=timeout)
     page.wait_for_timeout(300)
     page.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']", timeout=timeout)
+
+
+def wait_for_charts(page, count: int = 1, timeout: float = 30_000) -> int:
+    """Wait until plotly has drawn at least ``count`` charts (it draws after Streamlit is idle)."""
+    selector = "[data-testid='stPlotlyChart'] .main-svg"
+    page.wait_for_function(f"document.querySelectorAll(\"{selector}\").length >= {count}", timeout=timeout)
+    return page.locator(selector).count()

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from explorer.bertviz_views import head_view_html, model_view_html
-from scripts.appserver import app_server, chromium, offline_context, wait_until_idle
+from scripts.appserver import app_server, chromium, offline_context, wait_for_charts, wait_until_idle
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,7 @@ def test_lab_draws_charts_and_bertviz_offline(browser, server):
     page.goto(server + "/")
     wait_until_idle(page)
     assert page.locator("[data-testid='stException']").count() == 0
-    assert page.locator("[data-testid='stPlotlyChart'] .main-svg").count() >= 2
+    assert wait_for_charts(page, 2) >= 2
     frames = bertviz_frames(page)
     assert len(frames) == 2, [f.url for f in page.frames]  # head view and model view
     for frame in frames:
