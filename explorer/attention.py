@@ -146,15 +146,16 @@ def _banded(q: Tensor, k: Tensor, v: Tensor, w: int, slopes, need_weights) -> At
     vb = F.pad(v, (0, 0, w, pad)).view(B, H, nb + 1, w, D)
     kc = torch.cat([kb[:, :, :-1], kb[:, :, 1:]], dim=3)  # (B, nh, nb, 2w, hs) previous + own block
     vc = torch.cat([vb[:, :, :-1], vb[:, :, 1:]], dim=3)
-    scores = qb @ kc.transpose(-1, -2) / math.sqrt(D)  # (B, nh, nb, w, 2w)
+    scores = qb @ kc.transpose(-1, -2)  # (B, nh, nb, w, 2w)
+    scores.mul_(1.0 / math.sqrt(D))
     r = torch.arange(w, device=q.device)[:, None]  # query offset in its block
     c = torch.arange(2 * w, device=q.device)[None, :]  # key column; global key j = b*w + c - w
     off = r + w - c  # i - j
-    allowed = ((off >= 0) & (off < w)).expand(nb, w, 2 * w).clone()
-    allowed[0] &= c >= w  # block 0 has no previous block
     if slopes is not None:
-        scores = scores + alibi_bias(slopes, off).unsqueeze(1)  # (nh, 1, w, 2w)
-    p = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)
+        scores.add_(alibi_bias(slopes, off).unsqueeze(1))  # (nh, 1, w, 2w)
+    scores.masked_fill_(~((off >= 0) & (off < w)), float("-inf"))  # the same band in every block
+    scores[:, :, 0, :, :w] = float("-inf")  # block 0 has no previous block
+    p = torch.softmax(scores, dim=-1)
     out = (p @ vc).reshape(B, H, nb * w, D)[:, :, :T]
     weights = None
     if need_weights:

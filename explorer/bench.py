@@ -1,6 +1,7 @@
 """Benchmarks, from the command line (no browser).
 
     python -m explorer.bench lab [--json results.json]
+    python -m explorer.bench complexity --max-n 16384 --json results.json [--heads 4 --width 64 ...]
 
 ``lab``: the Attention Lab's figures: how long ``reverse`` (length 16) takes to reach 99% token
 accuracy at the page's default settings, and (through ``scripts/bench_page.py``, which runs the
@@ -63,15 +64,56 @@ def bench_lab(args) -> dict:
     return result
 
 
+def bench_complexity(args) -> dict:
+    from .measure import KINDS, SweepSettings, summary, sweep
+
+    settings = SweepSettings(
+        kinds=tuple(args.kinds.split(",")) if args.kinds else KINDS, min_n=args.min_n, max_n=args.max_n,
+        n_embd=args.width, n_head=args.heads, window=args.window, pass_=args.pass_, repeats=args.repeats,
+        time_budget_s=args.time_budget, memory_budget_bytes=args.memory_budget * 1e9, threads=args.threads,
+    )
+    result = sweep(settings, device=args.device,
+                   progress=lambda f, what: print(f"  {f:5.0%}  {what}", file=sys.stderr, flush=True))
+    print(f"device: {result.device}; {settings.pass_} pass, width {settings.n_embd}, {settings.n_head} heads, "
+          f"window {settings.window}; median of {settings.repeats} after a warm-up; {result.seconds:.1f} s in all")
+    print(f"{'kind':<16}{'N':>8}{'ms':>12}{'peak MB':>12}")
+    for r in result.rows:
+        print(f"{r.kind:<16}{r.n:>8}{r.ms:>12.3f}{r.peak_bytes / 1e6:>12.2f}")
+    for sk in result.skipped:
+        print(f"{sk.kind:<16}{sk.n:>8}   skipped: {sk.reason}")
+    print(f"\n{'kind':<16}{'time slope':>12}{'memory slope':>14}{'crossover N':>14}   (slopes fitted on N >= 1024)")
+    fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
+    for row in summary(result):
+        print(f"{row['kind']:<16}{fmt(row['time_slope'], '.2f'):>12}{fmt(row['memory_slope'], '.2f'):>14}"
+              f"{fmt(row['crossover_vs_softmax'], ',.0f'):>14}")
+    out = result.to_json()
+    out["summary"] = summary(result)
+    return out
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(prog="python -m explorer.bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="what", required=True)
     lab = sub.add_parser("lab", help="the Attention Lab's speed and learning figures")
     lab.add_argument("--json", help="also write the results here")
+    cx = sub.add_parser("complexity", help="attention time and peak memory against sequence length")
+    cx.add_argument("--max-n", type=int, default=16384)
+    cx.add_argument("--min-n", type=int, default=128)
+    cx.add_argument("--kinds", help="comma-separated, from softmax,sliding_window,dynamic_window,block_sparse,linear,sdpa")
+    cx.add_argument("--width", type=int, default=64, help="total width d of all heads")
+    cx.add_argument("--heads", type=int, default=4)
+    cx.add_argument("--window", type=int, default=128)
+    cx.add_argument("--pass", dest="pass_", default="forward", choices=["forward", "forward+backward"])
+    cx.add_argument("--repeats", type=int, default=3)
+    cx.add_argument("--time-budget", type=float, default=15.0, help="seconds per point before it is skipped")
+    cx.add_argument("--memory-budget", type=float, default=3.0, help="GB per point before it is skipped")
+    cx.add_argument("--threads", type=int, default=0, help="torch threads (0 = every core)")
+    cx.add_argument("--device", default="cpu")
+    cx.add_argument("--json", help="also write the results here")
     args = ap.parse_args(argv)
     torch.manual_seed(0)
-    result = {"lab": bench_lab}[args.what](args)
+    result = {"lab": bench_lab, "complexity": bench_complexity}[args.what](args)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
 

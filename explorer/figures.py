@@ -131,3 +131,33 @@ def probability_html(text: str, probs: Sequence[float], expected: str | None = N
         spans.append(f'<span class="tok" title="p = {p:.3f}" style="{style} padding: 2px 3px; '
                      f'margin: 1px; border-radius: 3px; font-family: monospace; font-size: 1.3em;">{shown}</span>')
     return '<div class="generated" style="line-height: 2.2;">' + "".join(spans) + "</div>"
+
+
+KIND_COLORS = {  # Okabe-Ito: distinguishable with the common colour-vision deficiencies
+    "softmax": "#D55E00", "sliding_window": "#0072B2", "dynamic_window": "#56B4E9",
+    "block_sparse": "#009E73", "linear": "#CC79A7", "sdpa": "#000000",
+}
+KIND_DASH = {"sdpa": "dash", "dynamic_window": "dot"}
+KIND_SYMBOL = {"softmax": "circle", "sliding_window": "square", "dynamic_window": "diamond",
+               "block_sparse": "triangle-up", "linear": "x", "sdpa": "cross"}
+
+
+def loglog_figure(series: dict, title: str, ytitle: str, height: int = 360) -> dict:
+    """Lines on log-log axes, one per attention kind: ``series = {kind: (ns, values)}``."""
+    data = []
+    for kind, (ns, ys) in series.items():
+        if not ns:
+            continue
+        data.append({
+            "type": "scatter", "mode": "lines+markers", "x": list(ns), "y": list(ys), "name": kind,
+            "line": {"color": KIND_COLORS.get(kind, "#555"), "dash": KIND_DASH.get(kind, "solid"), "width": 2},
+            "marker": {"symbol": KIND_SYMBOL.get(kind, "circle"), "size": 7},
+            "hovertemplate": f"{kind}<br>N = %{{x:,}}<br>%{{y:.3~s}}<extra></extra>",
+        })
+    return {"data": data, "layout": {
+        "title": {"text": html.escape(title)}, "height": height, "margin": {"l": 60, "r": 10, "t": 40, "b": 45},
+        "xaxis": {"type": "log", "title": {"text": "sequence length N"}, "dtick": math.log10(2) * 2,
+                  "tickformat": ",d"},
+        "yaxis": {"type": "log", "title": {"text": ytitle}, "exponentformat": "SI"},
+        "legend": {"orientation": "h", "y": -0.25},
+    }}

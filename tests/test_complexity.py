@@ -1,0 +1,95 @@
+"""Measurement, the complexity benchmark's JSON, and the Complexity page."""
+import json
+
+import pytest
+import torch
+
+from apptest_helpers import assert_clean, open_page, plotly_specs, texts
+from explorer import bench
+from explorer.measure import SweepSettings, crossover, loglog_slope, peak_memory, summary, sweep
+
+
+def test_peak_memory_is_measured_from_allocations():
+    def work():
+        a = torch.empty(1_000_000)  # 4 MB
+        b = torch.empty(2_000_000)  # 8 MB, both alive: 12 MB
+        del a
+        c = torch.empty(500_000)  # 2 MB after a is freed: 10 MB
+        return b, c
+
+    assert peak_memory(work) == 12_000_000
+
+
+def test_slope_and_crossover_on_known_curves():
+    ns = [1024, 2048, 4096, 8192]
+    assert loglog_slope(ns, [n ** 2 * 3.0 for n in ns]) == pytest.approx(2.0)
+    assert loglog_slope(ns, [n * 5.0 + 0 for n in ns]) == pytest.approx(1.0)
+    assert loglog_slope([1024], [1.0]) is None
+
+
+def test_sweep_measures_and_skips_within_budget():
+    s = SweepSettings(kinds=("softmax", "linear", "sdpa"), min_n=64, max_n=512, repeats=1,
+                      memory_budget_bytes=3e6)
+    r = sweep(s)
+    kinds_ns = {(row.kind, row.n) for row in r.rows}
+    assert ("linear", 512) in kinds_ns and ("sdpa", 512) in kinds_ns
+    # softmax's score matrix at N=512 (4 heads x 512^2 x 4 bytes x 2) is over 3 MB: skipped, with a reason
+    assert any(sk.kind == "softmax" and "budget" in sk.reason for sk in r.skipped)
+    assert all(row.ms > 0 and row.peak_bytes > 0 for row in r.rows)
+    # linear memory grows linearly: doubling N doubles the peak
+    ns, mem = r.series("linear", "peak_bytes")
+    assert loglog_slope(ns, mem, lo=64) == pytest.approx(1.0, abs=0.15)
+    assert crossover(r, "linear", "sdpa") is None or crossover(r, "linear", "sdpa") >= 64
+    assert {row["kind"] for row in summary(r)} == {"softmax", "linear", "sdpa"}
+
+
+def test_benchmark_json_schema(tmp_path, capsys):
+    out = tmp_path / "results.json"
+    bench.main(["complexity", "--max-n", "256", "--min-n", "128", "--repeats", "1", "--json", str(out)])
+    data = json.loads(out.read_text())
+    assert isinstance(data["device"], str) and data["device"]
+    kinds = {r["kind"] for r in data["results"]}
+    assert kinds == {"softmax", "sliding_window", "dynamic_window", "block_sparse", "linear", "sdpa"}
+    for row in data["results"]:
+        assert set(row) == {"kind", "n", "ms", "peak_bytes", "pass"}
+        assert isinstance(row["n"], int) and isinstance(row["ms"], float) and isinstance(row["peak_bytes"], int)
+        assert row["pass"] == "forward" and row["n"] in (128, 256)
+    assert "sdpa" in capsys.readouterr().out
+
+
+def test_complexity_page_small_sweep():
+    at = open_page("pages/complexity.py")
+    assert len(plotly_specs(at)) == 2  # theory plots before any measurement
+    assert any("Measure" in i for i in texts(at.info))
+    at.sidebar.multiselect(key="cx_kinds").set_value(["softmax", "sliding_window", "linear", "sdpa"])
+    at.sidebar.select_slider(key="cx_max_n").set_value(2048)
+    at.sidebar.number_input(key="cx_repeats").set_value(1)
+    at.sidebar.number_input(key="cx_mem_budget").set_value(0.1)
+    at.run()
+    at.button(key="cx_measure").click().run(timeout=120)
+    assert_clean(at)
+    specs = plotly_specs(at)
+    measured = next(s for s in specs if "Wall time" in s["layout"]["title"]["text"])
+    names = {t["name"] for t in measured["data"]}
+    assert names == {"softmax", "sliding_window", "linear", "sdpa"}
+    sdpa = next(t for t in measured["data"] if t["name"] == "sdpa")
+    assert sdpa["x"] == [128, 256, 512, 1024, 2048] and all(y > 0 for y in sdpa["y"])
+    assert any("Skipped" in w and "softmax at N = 2,048" in w for w in texts(at.warning))  # over 0.1 GB
+    assert at.dataframe[0].value.shape[0] == 4
+    # a second visit with the same settings is served from the cache
+    at.run()
+    assert len(plotly_specs(at)) == 4
+
+
+def test_complexity_page_rejects_impossible_settings():
+    at = open_page("pages/complexity.py")
+    at.sidebar.selectbox(key="cx_heads").set_value(16)
+    at.sidebar.select_slider(key="cx_width").set_value(16)  # head size 1 is fine; 16 heads of 16 wide
+    at.run()
+    assert_clean(at)
+    at.sidebar.select_slider(key="cx_width").set_value(32)
+    at.sidebar.selectbox(key="cx_heads").set_value(16)
+    at.sidebar.multiselect(key="cx_kinds").set_value([])
+    at.run()
+    assert_clean(at)
+    assert any("at least one" in w for w in texts(at.warning))
