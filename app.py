@@ -14,5 +14,6 @@ st.session_state.app_shell = True  # pages check this: they were opened through 
 pages = [
     st.Page("pages/attention_lab.py", title="Attention Lab", url_path="attention_lab", default=True),
     st.Page("pages/complexity.py", title="Complexity", url_path="complexity"),
+    st.Page("pages/positions.py", title="Positional encodings", url_path="positions"),
 ]
 st.navigation(pages).run()

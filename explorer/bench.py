@@ -2,6 +2,7 @@
 
     python -m explorer.bench lab [--json results.json]
     python -m explorer.bench complexity --max-n 16384 --json results.json [--heads 4 --width 64 ...]
+    python -m explorer.bench extrapolation --task copy --train-len 16 --json results.json [--steps 400 ...]
 
 ``lab``: the Attention Lab's figures: how long ``reverse`` (length 16) takes to reach 99% token
 accuracy at the page's default settings, and (through ``scripts/bench_page.py``, which runs the
@@ -91,6 +92,24 @@ def bench_complexity(args) -> dict:
     return out
 
 
+def bench_extrapolation(args) -> dict:
+    from .extrapolation import ExtrapolationSettings, run
+
+    settings = ExtrapolationSettings(
+        task=args.task, train_len=args.train_len, steps=args.steps, seed=args.seed,
+        encodings=tuple(args.encodings.split(",")) if args.encodings else ExtrapolationSettings.encodings,
+    )
+    result = run(settings, progress=lambda f, what: print(f"  {f:5.0%}  {what}", file=sys.stderr, flush=True))
+    print(f"task {settings.task}, trained on lengths {max(1, settings.train_len // 2)}-{settings.train_len}, "
+          f"{settings.steps} steps per model; {result.seconds:.1f} s in all")
+    lens = [settings.train_len * f for f in settings.factors]
+    print(f"{'encoding':<12}" + "".join(f"{'acc@' + str(n):>12}" for n in lens))
+    for e in settings.encodings:
+        cells = [result.accuracy(e, n) for n in lens]
+        print(f"{e:<12}" + "".join(f"{'n/a' if c is None else format(c, '.1%'):>12}" for c in cells))
+    return result.to_json()
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(prog="python -m explorer.bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -111,9 +130,16 @@ def main(argv=None) -> None:
     cx.add_argument("--threads", type=int, default=0, help="torch threads (0 = every core)")
     cx.add_argument("--device", default="cpu")
     cx.add_argument("--json", help="also write the results here")
+    ex = sub.add_parser("extrapolation", help="train short, test long: accuracy at 1x, 2x, 4x the training length")
+    ex.add_argument("--task", default="copy")
+    ex.add_argument("--train-len", type=int, default=16)
+    ex.add_argument("--steps", type=int, default=400)
+    ex.add_argument("--encodings", help="comma-separated, from none,sinusoidal,learned,rope,alibi")
+    ex.add_argument("--seed", type=int, default=0)
+    ex.add_argument("--json", help="also write the results here")
     args = ap.parse_args(argv)
     torch.manual_seed(0)
-    result = {"lab": bench_lab, "complexity": bench_complexity}[args.what](args)
+    result = {"lab": bench_lab, "complexity": bench_complexity, "extrapolation": bench_extrapolation}[args.what](args)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
 

@@ -142,22 +142,91 @@ KIND_SYMBOL = {"softmax": "circle", "sliding_window": "square", "dynamic_window"
                "block_sparse": "triangle-up", "linear": "x", "sdpa": "cross"}
 
 
-def loglog_figure(series: dict, title: str, ytitle: str, height: int = 360) -> dict:
-    """Lines on log-log axes, one per attention kind: ``series = {kind: (ns, values)}``."""
+def lines_figure(series: dict, title: str, xtitle: str, ytitle: str, log_x: bool = False, log_y: bool = False,
+                 height: int = 360, y_range=None) -> dict:
+    """One line per named series, ``series = {name: (xs, ys)}`` (None in ys leaves a gap); names
+    that are attention kinds keep their colour, dash and marker on every page."""
+    palette = list(KIND_COLORS.values())
     data = []
-    for kind, (ns, ys) in series.items():
-        if not ns:
+    for i, (name, (xs, ys)) in enumerate(series.items()):
+        if not xs:
             continue
         data.append({
-            "type": "scatter", "mode": "lines+markers", "x": list(ns), "y": list(ys), "name": kind,
-            "line": {"color": KIND_COLORS.get(kind, "#555"), "dash": KIND_DASH.get(kind, "solid"), "width": 2},
-            "marker": {"symbol": KIND_SYMBOL.get(kind, "circle"), "size": 7},
-            "hovertemplate": f"{kind}<br>N = %{{x:,}}<br>%{{y:.3~s}}<extra></extra>",
+            "type": "scatter", "mode": "lines+markers", "x": list(xs), "y": list(ys), "name": html.escape(str(name)),
+            "line": {"color": KIND_COLORS.get(name, palette[i % len(palette)]), "dash": KIND_DASH.get(name, "solid"),
+                     "width": 2},
+            "marker": {"symbol": KIND_SYMBOL.get(name, "circle"), "size": 7},
+            "hovertemplate": f"{html.escape(str(name))}<br>%{{x:,}}: %{{y:.3~s}}<extra></extra>",
         })
+    xaxis = {"title": {"text": xtitle}}
+    if log_x:
+        xaxis.update(type="log", dtick=math.log10(2) * 2, tickformat=",d")
+    yaxis = {"title": {"text": ytitle}}
+    if log_y:
+        yaxis.update(type="log", exponentformat="SI")
+    if y_range is not None:
+        yaxis["range"] = list(y_range)
     return {"data": data, "layout": {
         "title": {"text": html.escape(title)}, "height": height, "margin": {"l": 60, "r": 10, "t": 40, "b": 45},
-        "xaxis": {"type": "log", "title": {"text": "sequence length N"}, "dtick": math.log10(2) * 2,
-                  "tickformat": ",d"},
-        "yaxis": {"type": "log", "title": {"text": ytitle}, "exponentformat": "SI"},
-        "legend": {"orientation": "h", "y": -0.25},
+        "xaxis": xaxis, "yaxis": yaxis, "legend": {"orientation": "h", "y": -0.25},
     }}
+
+
+def loglog_figure(series: dict, title: str, ytitle: str, height: int = 360) -> dict:
+    """Lines on log-log axes against sequence length, one per attention kind."""
+    return lines_figure(series, title, "sequence length N", ytitle, log_x=True, log_y=True, height=height)
+
+
+def matrix_figure(z, title: str, xtitle: str, ytitle: str, colorscale: str = COLORSCALE, zmid=None,
+                  height: int = 380, reverse_y: bool = True) -> dict:
+    """A plain heatmap of a matrix with numeric axes (positions, dimensions)."""
+    z = np.asarray(z, dtype=float)
+    trace = {"type": "heatmap", "z": np.where(np.isnan(z), None, np.round(z, 4)).tolist(), "colorscale": colorscale,
+             "colorbar": {"thickness": 12},
+             "hovertemplate": f"{xtitle} %{{x}}, {ytitle} %{{y}}: %{{z:.3f}}<extra></extra>"}
+    if zmid is not None:
+        trace["zmid"] = zmid
+    yaxis = {"title": {"text": ytitle}}
+    if reverse_y:
+        yaxis["autorange"] = "reversed"
+    return {"data": [trace], "layout": {
+        "title": {"text": html.escape(title)}, "height": height, "margin": {"l": 55, "r": 10, "t": 40, "b": 45},
+        "xaxis": {"title": {"text": xtitle}}, "yaxis": yaxis}}
+
+
+def planes_figure(q_planes, k_planes, title: str, height: int = 300) -> dict:
+    """RoPE's planes side by side: the query and key of each 2-D plane as arrows from the origin."""
+    n = len(q_planes)
+    gap = 0.03
+    w = (1 - gap * (n - 1)) / n
+    lim = float(max(np.abs(q_planes).max(), np.abs(k_planes).max())) * 1.15
+    data, layout = [], {}
+    for i in range(n):
+        ax = "" if i == 0 else str(i + 1)
+        for name, vec, color in (("query", q_planes[i], "#D55E00"), ("key", k_planes[i], "#0072B2")):
+            data.append({"type": "scatter", "mode": "lines+markers", "x": [0, float(vec[0])], "y": [0, float(vec[1])],
+                         "xaxis": f"x{ax}", "yaxis": f"y{ax}", "name": name, "showlegend": i == 0,
+                         "legendgroup": name, "line": {"color": color, "width": 3},
+                         "marker": {"size": [0, 9], "color": color}})
+        layout[f"xaxis{ax}"] = {"domain": [i * (w + gap), i * (w + gap) + w], "range": [-lim, lim], "zeroline": True,
+                                "showticklabels": False, "title": {"text": f"plane {i}"}}
+        layout[f"yaxis{ax}"] = {"range": [-lim, lim], "scaleanchor": f"x{ax}", "showticklabels": False,
+                                "anchor": f"x{ax}"}
+    layout.update({"title": {"text": html.escape(title)}, "height": height,
+                   "margin": {"l": 10, "r": 10, "t": 40, "b": 40}, "legend": {"orientation": "h", "y": 1.12}})
+    return {"data": data, "layout": layout}
+
+
+def scatter_positions(points, title: str, height: int = 380) -> dict:
+    """Positions as points in 2-D, coloured by position and labelled with it."""
+    pts = np.asarray(points)
+    T = len(pts)
+    return {"data": [{
+        "type": "scatter", "mode": "markers+text", "x": pts[:, 0].tolist(), "y": pts[:, 1].tolist(),
+        "text": [str(i) for i in range(T)], "textposition": "top center",
+        "marker": {"color": list(range(T)), "colorscale": COLORSCALE, "size": 9, "showscale": True,
+                   "colorbar": {"title": {"text": "position"}, "thickness": 12}},
+        "hovertemplate": "position %{text}<extra></extra>"}],
+        "layout": {"title": {"text": html.escape(title)}, "height": height,
+                   "margin": {"l": 40, "r": 10, "t": 40, "b": 40},
+                   "xaxis": {"title": {"text": "component 1"}}, "yaxis": {"title": {"text": "component 2"}}}}

@@ -81,10 +81,10 @@ class Task:
 
     def context(self, length: int) -> int:
         """Context (block_size) a model needs for inputs of ``length`` characters."""
-        return 2 * length + len(self.separator) if self.symbolic else 64
+        return 2 * length + len(self.separator) if self.symbolic else 4 * length
 
     def answer_length(self, prompt: str) -> int:
-        return len(prompt) if self.symbolic else 64
+        return len(prompt) if self.symbolic else 4 * len(prompt)
 
     def batch(self, gen: torch.Generator, batch_size: int, length: int) -> tuple[Tensor, Tensor]:
         """Inputs and next-token targets ``(B, T)``, targets masked to ``IGNORE`` over the prompt."""

@@ -27,6 +27,7 @@ class TrainConfig:
     warmup: int = 30  # warm-up steps
     weight_decay: float = 0.01  # AdamW's decoupled weight decay
     seed: int = 0  # seeds the data stream (the model has its own seed)
+    min_length: int | None = None  # if set, each step draws its input length from [min_length, length]
 
 
 @dataclass
@@ -68,7 +69,10 @@ class Trainer:
 
     def train_step(self) -> tuple[float, float]:
         self.model.train()
-        x, y = self.task.batch(self.gen, self.config.batch_size, self.length)
+        length = self.length
+        if self.config.min_length is not None:
+            length = int(torch.randint(self.config.min_length, self.length + 1, (1,), generator=self.gen))
+        x, y = self.task.batch(self.gen, self.config.batch_size, length)
         for group in self.optimizer.param_groups:
             group["lr"] = self._lr()
         out = self.model(x, y)

@@ -76,7 +76,7 @@ def test_induction_and_grammar_tasks():
     assert not grammatical("the cat sees.")
     g = TASKS["grammar"]
     x, _ = g.batch(torch.Generator().manual_seed(0), 2, 16)
-    assert x.shape == (2, 64)
+    assert x.shape == (2, 64)  # context = 4 x length
 
 
 def test_generation_modes_and_errors():
