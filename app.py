@@ -1,6 +1,12 @@
-"""Transformer Explorer: the entry point. ``streamlit run app.py``"""
+"""Transformer Explorer: the entry point. ``streamlit run app.py``
+
+Runs before every page: navigation, lessons (``?lesson=<id>``), the presentation toggle, and a
+notice for URL parameters the page could not take.
+"""
 import streamlit as st
 import torch
+
+from explorer import lessons, urlstate
 
 # One intra-op thread per computation: the server's cores are shared by every session's script
 # thread (and often by a browser on the same machine). With torch's default of one OpenMP thread
@@ -8,12 +14,77 @@ import torch
 # 400 in 15 s with Chromium drawing the live charts on this 2-core machine).
 torch.set_num_threads(1)
 
-st.set_page_config(page_title="Transformer Explorer", page_icon=":material/hub:", layout="wide")
-st.session_state.app_shell = True  # pages check this: they were opened through this navigation
+S = st.session_state
+S.app_shell = True  # pages check this: they were opened through this navigation
+present = bool(S.get("present", st.query_params.get("present", "").lower() == "true"))
+st.set_page_config(page_title="Transformer Explorer", page_icon=":material/hub:", layout="wide",
+                   initial_sidebar_state="collapsed" if present else "auto")
 
-pages = [
-    st.Page("pages/attention_lab.py", title="Attention Lab", url_path="attention_lab", default=True),
-    st.Page("pages/complexity.py", title="Complexity", url_path="complexity"),
-    st.Page("pages/positions.py", title="Positional encodings", url_path="positions"),
-]
-st.navigation(pages).run()
+PAGES = {
+    "pages/attention_lab.py": st.Page("pages/attention_lab.py", title="Attention Lab", url_path="attention_lab",
+                                      default=True),
+    "pages/complexity.py": st.Page("pages/complexity.py", title="Complexity", url_path="complexity"),
+    "pages/positions.py": st.Page("pages/positions.py", title="Positional encodings", url_path="positions"),
+}
+page = st.navigation(list(PAGES.values()))
+
+# ---------------------------------------------------------------------------------------------- lessons
+url_notices = []
+lesson_id = st.query_params.get("lesson")
+lesson = None
+if lesson_id is not None:
+    if lesson_id in lessons.LESSONS:
+        lesson = lessons.LESSONS[lesson_id]
+        if S.get("lesson_applied") != lesson_id:  # arriving: set the controls (an explicit URL value wins)
+            S.lesson_applied = lesson_id
+            for key, value in lesson.settings.items():
+                if key not in st.query_params:
+                    S[key] = value
+            if lesson.autorun:
+                S[lesson.autorun] = True
+        if PAGES[lesson.page] is not page:
+            st.switch_page(PAGES[lesson.page], query_params={k: st.query_params.get_all(k) for k in st.query_params})
+    else:
+        url_notices.append(f"unknown lesson '{lesson_id[:40]}'; the lessons are: {', '.join(lessons.LESSONS.names())}")
+        del st.query_params["lesson"]
+        S.pop("lesson_applied", None)
+else:
+    S.pop("lesson_applied", None)
+
+notice_slot = st.empty()
+if lesson is not None:
+    with st.container(border=True):
+        c1, c2 = st.columns([6, 1])
+        c1.markdown(f"**Lesson: {lesson.title}**\n\n{lesson.explanation}")
+        if c2.button("Leave lesson", key="leave_lesson"):
+            del st.query_params["lesson"]
+            st.rerun()
+
+before = {k: st.query_params.get_all(k) for k in st.query_params}
+try:
+    page.run()
+finally:
+    after = {k: st.query_params.get_all(k) for k in st.query_params}
+    messages, unknown = urlstate.notices(before, after, S)
+    for name in unknown:
+        del st.query_params[name]
+    messages = url_notices + messages
+    if messages:
+        notice_slot.warning("Some of this link's settings were ignored:\n" + "\n".join(f"- {m}" for m in messages),
+                            icon=":material/link_off:")
+    with st.sidebar:
+        st.divider()
+        st.markdown("**Lessons**")
+        for item in lessons.LESSONS.names():
+            lesson_item = lessons.LESSONS[item]
+            st.page_link(PAGES[lesson_item.page], label=lesson_item.title, icon=":material/school:",
+                         query_params={"lesson": item})
+        st.toggle("Presentation mode", key="present", bind="query-params",
+                  help="Bigger text and figures for a projector; the sidebar starts collapsed.")
+    if S.get("present"):
+        st.html("<style>"
+                "[data-testid='stMain'] .stMarkdown p, [data-testid='stMain'] li, [data-testid='stCaptionContainer'] "
+                "{font-size: 1.35rem !important;} h1 {font-size: 3.2rem !important;} "
+                "h2, h3 {font-size: 2.2rem !important;} [data-testid='stMetricValue'] {font-size: 3rem !important;} "
+                ".js-plotly-plot .main-svg text {font-size: 15px !important;}"
+                "</style>")

@@ -67,12 +67,13 @@ def safe_json(obj) -> str:
     return text
 
 
-def _page(view: str, params: dict, body: str) -> str:
+def _page(view: str, params: dict, body: str, dark: bool = False) -> str:
     script = asset(view).replace("PYTHON_PARAMS", safe_json(params))
+    colors = "background:#0e1117;color:#f5f5f5" if dark else "background:#fff;color:#000"
     return (
         "<!DOCTYPE html><html><head><meta charset='utf-8'>"
         f"<script>{asset('jquery')}</script>\n<script>{asset('d3')}</script>\n<script>{REQUIRE_SHIM}</script>"
-        "</head><body style='background:#fff;color:#000'>"
+        f"</head><body style='{colors}'>"
         f"{body}<script>{script}</script></body></html>"
     )
 
@@ -87,21 +88,21 @@ def _params(attentions: np.ndarray, tokens: list[str], vis_id: str, layer=None, 
     }
 
 
-def head_view_html(attentions: np.ndarray, tokens: list[str], layer: int | None = None) -> str:
+def head_view_html(attentions: np.ndarray, tokens: list[str], layer: int | None = None, dark: bool = False) -> str:
     """bertviz's head view of ``attentions`` (n_layer, nh, T, T) as a self-contained HTML page."""
     vis_id = f"bertviz-{uuid.uuid4().hex}"
     body = (f"<div id='{vis_id}' style=\"font-family:'Helvetica Neue', Helvetica, Arial, sans-serif;\">"
             "<span style='user-select:none'>Layer: <select id='layer'></select></span><div id='vis'></div></div>")
-    return _page("head_view", _params(attentions, tokens, vis_id, layer), body)
+    return _page("head_view", _params(attentions, tokens, vis_id, layer), body, dark)
 
 
-def model_view_html(attentions: np.ndarray, tokens: list[str]) -> str:
+def model_view_html(attentions: np.ndarray, tokens: list[str], dark: bool = False) -> str:
     """bertviz's model view (every layer x head) as a self-contained HTML page."""
     vis_id = f"bertviz-{uuid.uuid4().hex}"
     params = _params(attentions, tokens, vis_id)
     n_head = attentions.shape[1]
-    params.update(display_mode="light", include_heads=list(range(n_head)), total_heads=n_head)
+    params.update(display_mode="dark" if dark else "light", include_heads=list(range(n_head)), total_heads=n_head)
     del params["layer"], params["heads"]
     body = (f"<div id='{vis_id}' style=\"font-family:'Helvetica Neue', Helvetica, Arial, sans-serif;\">"
             "<div id='vis'></div></div>")
-    return _page("model_view", params, body)
+    return _page("model_view", params, body, dark)

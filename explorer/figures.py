@@ -26,7 +26,7 @@ def token_label(tok: str) -> str:
 
 def _axis(tokens: Sequence[str], domain, anchor, show: bool, reverse=False, size=11):
     ax = {
-        "domain": list(domain), "anchor": anchor, "tickmode": "array",
+        "domain": [min(1.0, max(0.0, round(d, 6))) for d in domain], "anchor": anchor, "tickmode": "array",
         "tickvals": list(range(len(tokens))), "ticktext": [token_label(t) for t in tokens] if show else [],
         "showticklabels": show, "tickfont": {"size": size, "family": "monospace"}, "showgrid": False,
         "zeroline": False, "constrain": "domain",

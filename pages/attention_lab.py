@@ -40,9 +40,10 @@ def head_figure(weights, tokens, title):
 
 
 @st.cache_data(max_entries=32)
-def bertviz_html(attentions, tokens, view):
-    build = bertviz_views.head_view_html if view == "head" else bertviz_views.model_view_html
-    return build(attentions, list(tokens))
+def bertviz_html(attentions, tokens, view, dark):
+    if view == "head":
+        return bertviz_views.head_view_html(attentions, list(tokens), dark=dark)
+    return bertviz_views.model_view_html(attentions, list(tokens), dark=dark)
 
 
 def session_cache(name: str) -> OrderedDict:
@@ -87,25 +88,25 @@ st.caption("Pick a task and an architecture, press **Train**, and watch attentio
 with st.sidebar:
     st.header("Model")
     task_name = st.selectbox("Task", TASKS.names(), index=TASKS.names().index(D.task),
-                             format_func=lambda n: TASKS[n].title, key="lab_task")
-    length = st.slider("Input length", 2, 32, D.length, key="lab_length",
+                             key="lab_task", bind="query-params")
+    length = st.slider("Input length", 2, 32, D.length, key="lab_length", bind="query-params",
                        help="Characters per training input (the toy language uses sentences instead).")
     attention = st.selectbox("Attention", ATTENTION.names(), index=ATTENTION.names().index(D.attention),
-                             key="lab_attention")
+                             key="lab_attention", bind="query-params")
     kind = ATTENTION[attention]
     window = D.window
     if kind.uses_window:
         label = {"sliding_window": "Window w (keys per query)", "dynamic_window": "Smallest window w_min",
                  "block_sparse": "Block size b"}[attention]
-        window = st.number_input(label, 1, 512, D.window, key="lab_window")
-    n_head = st.selectbox("Heads", list(range(1, 17)), index=D.n_head - 1, key="lab_heads")
+        window = st.number_input(label, 1, 512, D.window, key="lab_window", bind="query-params")
+    n_head = st.selectbox("Heads", list(range(1, 17)), index=D.n_head - 1, key="lab_heads", bind="query-params")
     encoding = st.selectbox("Positional encoding", ENCODINGS.names(), index=ENCODINGS.names().index(D.encoding),
-                            key="lab_encoding")
-    n_layer = st.slider("Layers", 1, 6, D.n_layer, key="lab_layers")
-    n_embd = st.select_slider("Width", lab.WIDTHS, D.n_embd, key="lab_width")
+                            key="lab_encoding", bind="query-params")
+    n_layer = st.slider("Layers", 1, 6, D.n_layer, key="lab_layers", bind="query-params")
+    n_embd = st.select_slider("Width", lab.WIDTHS, D.n_embd, key="lab_width", bind="query-params")
     st.header("Training")
-    steps = st.number_input("Training steps", 10, 20000, D.steps, step=50, key="lab_steps")
-    seed = st.number_input("Seed", 0, 2**31 - 1, D.seed, key="lab_seed")
+    steps = st.number_input("Training steps", 10, 20000, D.steps, step=50, key="lab_steps", bind="query-params")
+    seed = st.number_input("Seed", 0, 2**31 - 1, D.seed, key="lab_seed", bind="query-params")
 
 settings = lab.LabSettings(task_name, int(length), attention, int(window), int(n_head), encoding, int(n_layer),
                            int(n_embd), int(steps), int(seed))
@@ -124,8 +125,18 @@ if config_error:
 if "lab_train_error" in S:
     st.error(S.pop("lab_train_error"), icon=":material/error:")
 
+# a lesson, or a shared link of a trained view (lab_trained=1), trains at once: seeded, so the same picture
+first_visit = "lab_visited" not in S
+S.lab_visited = True
+autorun = S.pop("lab_autorun", False) or (first_visit and st.query_params.get("lab_trained") == "1")
+if autorun and config is not None and not S.get("lab_training"):
+    start_training()
 run = S.get("lab_run")
 training = bool(S.get("lab_training")) and run is not None
+if run is not None and not training and run.trainer.done and not run.differences(settings):
+    st.query_params["lab_trained"] = "1"  # the link now reproduces this trained view
+elif "lab_trained" in st.query_params and not training:
+    del st.query_params["lab_trained"]
 
 # ---------------------------------------------------------------------------------------------- which model
 if run is not None:
@@ -177,10 +188,12 @@ m3.metric("Heads × head size", f"{cfg.n_head} × {cfg.head_dim}")
 flops_slot = m4.empty()
 
 example_text, _ = lab.example(view_settings)
-if S.get("lab_input_auto") != example_text and S.get("lab_input", S.get("lab_input_auto")) == S.get("lab_input_auto"):
+from_url = "lab_input" not in S and "lab_input" in st.query_params
+if not from_url and S.get("lab_input_auto") != example_text and \
+        S.get("lab_input", S.get("lab_input_auto")) == S.get("lab_input_auto"):
     S.lab_input = example_text  # follow the example until the user types their own
 S.lab_input_auto = example_text
-text = st.text_input("Your input", key="lab_input", max_chars=512,
+text = st.text_input("Your input", key="lab_input", bind="query-params", max_chars=512,
                      help=f"Allowed: {lab.describe_chars(view_task.input_chars)}.")
 check = lab.check_input(view_task, cfg, text, view_settings.length)
 analysis = None
@@ -209,16 +222,17 @@ if analysis is not None:
     sel1, sel2 = st.columns(2)
     S.lab_layer = min(S.get("lab_layer", 0), cfg.n_layer - 1)
     S.lab_head = min(S.get("lab_head", 0), cfg.n_head - 1)
-    layer = sel1.selectbox("Layer", list(range(cfg.n_layer)), key="lab_layer")
-    head = sel2.selectbox("Head", list(range(cfg.n_head)), key="lab_head")
+    layer = sel1.selectbox("Layer", list(range(cfg.n_layer)), key="lab_layer", bind="query-params")
+    head = sel2.selectbox("Head", list(range(cfg.n_head)), key="lab_head", bind="query-params")
+    dark = st.context.theme.type == "dark"
     tab1, tab2, tab3 = st.tabs(["Selected head", "bertviz head view", "bertviz model view"])
     with tab1:
         st.plotly_chart(head_figure(analysis.attentions[layer, head], tokens, f"layer {layer}, head {head}"),
                         key="lab_head_map")
     with tab2:
-        st.iframe(bertviz_html(analysis.attentions, tokens, "head"), height=140 + 21 * len(tokens))
+        st.iframe(bertviz_html(analysis.attentions, tokens, "head", dark), height=140 + 21 * len(tokens))
     with tab3:
-        st.iframe(bertviz_html(analysis.attentions, tokens, "model"), height=80 + 250 * cfg.n_layer)
+        st.iframe(bertviz_html(analysis.attentions, tokens, "model", dark), height=80 + 250 * cfg.n_layer)
 
 S.lab_render_s = time.perf_counter() - render_start  # server time of this run (read by the benchmark)
 

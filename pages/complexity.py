@@ -26,17 +26,17 @@ st.caption("Why full attention is quadratic, and what windows, sparsity and kern
 
 with st.sidebar:
     st.header("Sweep")
-    kinds = st.multiselect("Attention kinds", list(measure.KINDS), default=list(D.kinds), key="cx_kinds")
+    kinds = st.multiselect("Attention kinds", list(measure.KINDS), default=list(D.kinds), key="cx_kinds", bind="query-params")
     max_n = st.select_slider("Longest sequence N", [1024, 2048, 4096, 8192, 16384, 32768, 65536], D.max_n,
-                             key="cx_max_n")
-    n_embd = st.select_slider("Width d (all heads)", [16, 32, 64, 128, 256], D.n_embd, key="cx_width")
-    n_head = st.selectbox("Heads", [1, 2, 4, 8, 16], index=2, key="cx_heads")
-    window = st.number_input("Window / block size w", 1, 4096, D.window, key="cx_window")
-    pass_ = st.radio("Pass", measure.PASSES, key="cx_pass", horizontal=True)
-    repeats = st.number_input("Timed repeats (median)", 1, 20, D.repeats, key="cx_repeats")
-    time_budget = st.number_input("Time budget per point (s)", 1.0, 120.0, D.time_budget_s, key="cx_time_budget")
+                             key="cx_max_n", bind="query-params")
+    n_embd = st.select_slider("Width d (all heads)", [16, 32, 64, 128, 256], D.n_embd, key="cx_width", bind="query-params")
+    n_head = st.selectbox("Heads", [1, 2, 4, 8, 16], index=2, key="cx_heads", bind="query-params")
+    window = st.number_input("Window / block size w", 1, 4096, D.window, key="cx_window", bind="query-params")
+    pass_ = st.radio("Pass", measure.PASSES, key="cx_pass", bind="query-params", horizontal=True)
+    repeats = st.number_input("Timed repeats (median)", 1, 20, D.repeats, key="cx_repeats", bind="query-params")
+    time_budget = st.number_input("Time budget per point (s)", 1.0, 120.0, D.time_budget_s, key="cx_time_budget", bind="query-params")
     mem_budget = st.number_input("Memory budget per point (GB)", 0.1, 16.0, D.memory_budget_bytes / 1e9,
-                                 key="cx_mem_budget")
+                                 key="cx_mem_budget", bind="query-params")
 
 settings = measure.SweepSettings(
     kinds=tuple(k for k in measure.KINDS if k in kinds), max_n=int(max_n), n_embd=int(n_embd), n_head=int(n_head),
@@ -80,11 +80,20 @@ st.caption(f"{settings.pass_} pass of one attention layer, batch 1; time is the 
            "after a warm-up; peak memory is measured from torch's profiler memory events (every allocation and "
            "free, replayed in order), not computed. Other users of this server can add noise.")
 cached = S.get("cx_last") if S.get("cx_last_settings") == settings else None
-if st.button("Measure", type="primary", key="cx_measure"):
+pressed = st.button("Measure", type="primary", key="cx_measure")
+# a lesson, or a shared link of a measured view (cx_measured=1), measures at once (cached: instant if done before)
+first_visit = "cx_visited" not in S
+S.cx_visited = True
+autorun = S.pop("cx_autorun", False) or (first_visit and st.query_params.get("cx_measured") == "1")
+if pressed or autorun:
     bar = st.progress(0.0, text="starting")
     cached = run_sweep(settings, _progress=lambda f, what: bar.progress(min(f, 1.0), text=f"measuring {what}"))
     bar.empty()
     S.cx_last, S.cx_last_settings = cached, settings
+if cached is not None:
+    st.query_params["cx_measured"] = "1"
+elif "cx_measured" in st.query_params:
+    del st.query_params["cx_measured"]
 if cached is None:
     st.info("Press **Measure** to time every kind at every length (the default sweep takes under a minute; "
             "results are cached, so revisiting is instant).", icon=":material/timer:")

@@ -33,8 +33,8 @@ st.caption("Attention by itself is blind to order: shuffle the keys and the weig
 tabs = st.tabs(["Sinusoidal", "RoPE", "ALiBi", "Learned", "None"])
 with tabs[0]:
     c1, c2 = st.columns(2)
-    T = c1.slider("Positions", 8, 256, 64, key="pe_sin_T")
-    C = c2.select_slider("Dimensions", [16, 32, 64, 128, 256], 64, key="pe_sin_C")
+    T = c1.slider("Positions", 8, 256, 64, key="pe_sin_T", bind="query-params")
+    C = c2.select_slider("Dimensions", [16, 32, 64, 128, 256], 64, key="pe_sin_C", bind="query-params")
     table, sim = positions.sinusoidal(int(T), int(C))
     st.markdown(r"$PE_{p,2i} = \sin(p / 10000^{2i/C})$, $PE_{p,2i+1} = \cos(p / 10000^{2i/C})$: every pair of "
                 "dimensions is a clock at its own speed, fast on the left, slow on the right.")
@@ -48,9 +48,9 @@ with tabs[0]:
 
 with tabs[1]:
     c1, c2, c3 = st.columns(3)
-    hs = c1.select_slider("Head size", [4, 8, 16], 8, key="pe_rope_hs")
-    m = c2.slider("Query position m", 0, 63, 5, key="pe_rope_m")
-    n = c3.slider("Key position n", 0, 63, 2, key="pe_rope_n")
+    hs = c1.select_slider("Head size", [4, 8, 16], 8, key="pe_rope_hs", bind="query-params")
+    m = c2.slider("Query position m", 0, 63, 5, key="pe_rope_m", bind="query-params")
+    n = c3.slider("Key position n", 0, 63, 2, key="pe_rope_n", bind="query-params")
     q, k = positions.rope_example(int(hs))
     qp, kp = positions.rope_planes(q, int(m)), positions.rope_planes(k, int(n))
     score = float((qp * kp).sum())
@@ -68,8 +68,8 @@ with tabs[1]:
 
 with tabs[2]:
     c1, c2 = st.columns(2)
-    nh = c1.select_slider("Heads", [1, 2, 4, 8, 16], 8, key="pe_alibi_heads")
-    Ta = c2.slider("Positions", 4, 64, 16, key="pe_alibi_T")
+    nh = c1.select_slider("Heads", [1, 2, 4, 8, 16], 8, key="pe_alibi_heads", bind="query-params")
+    Ta = c2.slider("Positions", 4, 64, 16, key="pe_alibi_T", bind="query-params")
     slopes, bias = positions.alibi(int(nh), int(Ta))
     st.markdown(r"ALiBi adds no vector at all: it subtracts $m_h \cdot (i - j)$ from each query-key score, a "
                 r"penalty growing with distance. Head $h$'s slope is $m_h = 2^{-8h/H}$: steep heads look "
@@ -87,11 +87,11 @@ with tabs[2]:
 st.header("Train short, test long")
 with st.form("pe_form"):
     c1, c2, c3 = st.columns(3)
-    task = c1.selectbox("Task", TASKS.names(), index=TASKS.names().index(D.task), format_func=lambda t: TASKS[t].title,
-                        key="pe_task")
-    train_len = c2.slider("Training length L", 2, 16, D.train_len, key="pe_train_len")
-    steps = c3.number_input("Steps per model", 50, 3000, D.steps, step=50, key="pe_steps")
-    encs = st.multiselect("Encodings", ENCODINGS.names(), default=list(D.encodings), key="pe_encodings")
+    task = c1.selectbox("Task", TASKS.names(), index=TASKS.names().index(D.task),
+                        key="pe_task", bind="query-params")
+    train_len = c2.slider("Training length L", 2, 16, D.train_len, key="pe_train_len", bind="query-params")
+    steps = c3.number_input("Steps per model", 50, 3000, D.steps, step=50, key="pe_steps", bind="query-params")
+    encs = st.multiselect("Encodings", ENCODINGS.names(), default=list(D.encodings), key="pe_encodings", bind="query-params")
     submitted = st.form_submit_button("Run the experiment", type="primary")
 settings = extrapolation.ExtrapolationSettings(task=task, train_len=int(train_len), steps=int(steps),
                                                encodings=tuple(e for e in ENCODINGS.names() if e in encs))
@@ -104,11 +104,18 @@ st.caption(f"Each model ({settings.n_layer} layers, {settings.n_head} heads, wid
            f"{settings.steps} steps on inputs of length {max(1, settings.train_len // 2)}–{settings.train_len}, then is "
            f"tested on fresh inputs of length {', '.join(str(settings.train_len * f) for f in settings.factors)}.")
 result = S.get("pe_result") if S.get("pe_result_settings") == settings else None
-if submitted:
+# a lesson, or a shared link of a finished experiment (pe_ran=1), runs it at once (cached: instant if done before)
+first_visit = "pe_visited" not in S
+S.pe_visited = True
+if submitted or S.pop("pe_autorun", False) or (first_visit and st.query_params.get("pe_ran") == "1"):
     bar = st.progress(0.0, text="starting")
     result = run_experiment(settings, _progress=lambda f, what: bar.progress(min(f, 1.0), text=what))
     bar.empty()
     S.pe_result, S.pe_result_settings = result, settings
+if result is not None:
+    st.query_params["pe_ran"] = "1"
+elif "pe_ran" in st.query_params:
+    del st.query_params["pe_ran"]
 
 with tabs[3]:
     st.markdown("A learned table is one trainable vector per position, nothing more: whatever structure it has "
@@ -182,8 +189,8 @@ st.markdown("**What came out this time**\n" + "\n".join(lines) + "\n\n"
 
 st.subheader(f"Attention at length {lens[-1]}")
 c1, c2 = st.columns(2)
-layer = c1.selectbox("Layer", list(range(settings.n_layer)), key="pe_layer")
-head = c2.selectbox("Head", list(range(settings.n_head)), key="pe_head")
+layer = c1.selectbox("Layer", list(range(settings.n_layer)), key="pe_layer", bind="query-params")
+head = c2.selectbox("Head", list(range(settings.n_head)), key="pe_head", bind="query-params")
 cols = st.columns(len(settings.encodings))
 for col, e in zip(cols, settings.encodings):
     tokens, maps = result.maps[e]

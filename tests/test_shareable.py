@@ -1,0 +1,86 @@
+"""Shareable state, URL notices and lessons, through AppTest."""
+from streamlit.testing.v1 import AppTest
+
+from apptest_helpers import APP, assert_clean, plotly_specs, texts
+from explorer import urlstate
+from explorer.lessons import LESSONS
+
+
+def app_with(params: dict, timeout: float = 60) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=timeout)
+    at.query_params.update(params)
+    at.run()
+    assert_clean(at)
+    return at
+
+
+def grid_heads(at) -> int:
+    for spec in plotly_specs(at):
+        if spec["data"] and spec["data"][0].get("name", "").startswith("layer "):
+            return len({t["name"].split(" head ")[1] for t in spec["data"]})
+    raise AssertionError("no grid")
+
+
+def test_url_restores_config_input_and_selected_head():
+    at = app_with({"lab_task": "copy", "lab_length": "6", "lab_attention": "sliding_window", "lab_window": "3",
+                   "lab_heads": "2", "lab_encoding": "rope", "lab_layers": "3", "lab_input": "banana",
+                   "lab_layer": "2", "lab_head": "1"})
+    s = at.session_state
+    assert (s["lab_task"], s["lab_length"], s["lab_attention"], s["lab_window"], s["lab_heads"]) == \
+        ("copy", 6, "sliding_window", 3, 2)
+    assert (s["lab_encoding"], s["lab_layers"], s["lab_input"], s["lab_layer"], s["lab_head"]) == \
+        ("rope", 3, "banana", 2, 1)
+    assert grid_heads(at) == 2
+    big = next(sp for sp in plotly_specs(at) if sp["layout"].get("title", {}).get("text") == "layer 2, head 1")
+    assert big["layout"]["xaxis"]["ticktext"][:6] == list("banana")
+    assert not at.warning
+
+
+def test_bad_and_unknown_parameters_get_a_notice_not_a_crash():
+    at = app_with({"lab_heads": "3x", "lab_attention": "<script>", "lab_steps": "-5", "utm_source": "mail",
+                   "lab_length": "999"})
+    notice = " ".join(texts(at.warning))
+    assert "unknown parameter 'utm_source'" in notice
+    for name in ("lab_heads", "lab_attention", "lab_steps", "lab_length"):
+        assert f"'{name}=" in notice, (name, notice)
+    s = at.session_state
+    assert (s["lab_heads"], s["lab_attention"], s["lab_steps"], s["lab_length"]) == (4, "softmax", 300, 16)
+    assert "utm_source" not in at.query_params
+
+
+def test_url_notices_logic():
+    before = {"a": ["1"], "b": ["x"], "c": ["4"], "lesson": ["reverse"]}
+    after = {"a": ["1"]}
+    msgs, unknown = urlstate.notices(before, after, {"a": 1, "b": "y", "c": 4})
+    assert unknown == [] and len(msgs) == 1 and "'b=x'" in msgs[0]  # c=4 was the default: applied
+    msgs, unknown = urlstate.notices({"zz": ["1"]}, {}, {})
+    assert unknown == ["zz"]
+
+
+def test_every_lesson_opens_its_page_with_its_settings():
+    for lesson_id in LESSONS.names():
+        lesson = LESSONS[lesson_id]
+        at = AppTest.from_file(APP, default_timeout=240)
+        # lessons that train, measure or run: made quick for the test; a value in the link beats the lesson's
+        quick = {"complexity": {"cx_max_n": "1024", "cx_repeats": "1"}, "positions": {"pe_steps": "50", "pe_train_len": "4"},
+                 "attention_lab": {"lab_steps": "40"}}[lesson.page.split("/")[1][:-3]]
+        at.query_params.update({"lesson": lesson_id, **quick})
+        at.run()
+        assert_clean(at)
+        assert any(f"Lesson: {lesson.title}" in m.value for m in at.markdown), lesson_id
+        for key, value in lesson.settings.items():
+            if key not in ("cx_max_n", "pe_train_len"):
+                assert at.session_state[key] == value, (lesson_id, key)
+        if lesson.page.endswith("complexity.py"):
+            assert at.session_state["cx_max_n"] == 1024  # the link's explicit value won
+            assert any("Wall time" in sp["layout"]["title"]["text"] for sp in plotly_specs(at))  # measured at once
+        if lesson.autorun == "lab_autorun":
+            assert at.session_state["lab_run"].trainer.step == 40
+        if lesson.autorun == "pe_autorun":
+            assert any("What came out" in m.value for m in at.markdown)
+        assert not any("ignored" in w for w in texts(at.warning)), texts(at.warning)
+
+
+def test_unknown_lesson_is_a_notice():
+    at = app_with({"lesson": "flying"})
+    assert any("unknown lesson 'flying'" in w for w in texts(at.warning))
