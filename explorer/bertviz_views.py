@@ -73,7 +73,9 @@ def _page(view: str, params: dict, body: str, dark: bool = False) -> str:
     return (
         "<!DOCTYPE html><html><head><meta charset='utf-8'>"
         f"<script>{asset('jquery')}</script>\n<script>{asset('d3')}</script>\n<script>{REQUIRE_SHIM}</script>"
-        f"</head><body style='{colors}'>"
+        + ("<style>svg text:not([fill]) {fill: #f5f5f5;} select {background:#1f2430;color:#f5f5f5;}</style>"
+           if dark else "")
+        + f"</head><body style='{colors}'>"
         f"{body}<script>{script}</script></body></html>"
     )
 
