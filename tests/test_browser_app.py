@@ -1,0 +1,119 @@
+"""Every page in real Chromium: loads clean, draws its charts, follows controls, restores shared
+links, and shows typed or linked text as text."""
+import re
+from urllib.parse import quote
+
+import pytest
+
+from scripts.appserver import app_server, chromium, offline_context, wait_for_charts, wait_until_idle
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with chromium() as b:
+        yield b
+
+
+@pytest.fixture(scope="module")
+def server():
+    with app_server() as base:
+        yield base
+
+
+@pytest.fixture
+def page(browser):
+    ctx = offline_context(browser, viewport={"width": 1400, "height": 1600})
+    p = ctx.new_page()
+    p.errors = []
+    p.on("pageerror", lambda e: p.errors.append(str(e)))
+    p.dialogs = []
+    p.on("dialog", lambda d: (p.dialogs.append(d.message), d.dismiss()))
+    yield p
+    ctx.close()
+
+
+def grid_heads(page) -> int:
+    """Heads in the attention grid, from its column titles as plotly drew them."""
+    titles = page.locator("[data-testid='stPlotlyChart'] text.annotation-text").all_text_contents()
+    return len({t for t in titles if re.fullmatch(r"head \d+", t)})
+
+
+def pick(page, label: str, option: str) -> None:
+    page.get_by_test_id("stSelectbox").filter(has=page.get_by_text(label, exact=True)).first.click()
+    page.get_by_role("option", name=option, exact=True).click()
+    wait_until_idle(page)
+
+
+@pytest.mark.parametrize("path,charts", [("/", 3), ("/complexity", 2), ("/positions", 6)])
+def test_every_page_loads_clean_and_draws(page, server, path, charts):
+    page.goto(server + path)
+    wait_until_idle(page)
+    assert wait_for_charts(page, charts) >= charts
+    assert page.locator("[data-testid='stException']").count() == 0
+    assert not page.errors
+
+
+def test_changing_heads_redraws_the_grid(page, server):
+    page.goto(server + "/")
+    wait_until_idle(page)
+    wait_for_charts(page, 2)
+    assert grid_heads(page) == 4
+    pick(page, "Heads", "1")
+    page.wait_for_function("document.querySelectorAll('text.annotation-text').length > 0")
+    page.wait_for_timeout(500)
+    assert grid_heads(page) == 1
+    pick(page, "Heads", "8")
+    page.wait_for_timeout(500)
+    assert grid_heads(page) == 8
+    assert "lab_heads=8" in page.url  # the link carries it
+
+
+def test_a_copied_link_restores_the_view(browser, page, server):
+    page.goto(server + "/")
+    wait_until_idle(page)
+    pick(page, "Heads", "2")
+    pick(page, "Attention", "sliding_window")
+    box = page.get_by_label("Your input", exact=True).and_(page.get_by_test_id("stTextInputField"))
+    box.fill("banana")
+    box.press("Enter")
+    wait_until_idle(page)
+    pick(page, "Head", "1")
+    link = page.url
+    assert "lab_heads=2" in link and "lab_input=banana" in link and "lab_head=1" in link
+    # a fresh browser (no shared session) opens the copied link
+    other = offline_context(browser, viewport={"width": 1400, "height": 1600})
+    p2 = other.new_page()
+    p2.goto(link)
+    wait_until_idle(p2)
+    wait_for_charts(p2, 2)
+    assert p2.get_by_test_id("stTextInputField").input_value() == "banana"
+    assert grid_heads(p2) == 2
+    assert p2.get_by_text("sliding_window: each token attends to the last w tokens").count() == 1
+    assert "layer 0, head 1" in p2.locator("[data-testid='stPlotlyChart'] text.gtitle").all_text_contents()
+    other.close()
+
+
+HOSTILE = "<img src=x onerror=window.pwned=1><script>window.pwned=2</script>"
+
+
+def test_typed_and_linked_markup_is_shown_as_text(page, server):
+    page.goto(server + "/?lab_input=" + quote(HOSTILE))
+    wait_until_idle(page)
+    warning = page.get_by_test_id("stAlert").filter(has_text="vocabulary").inner_text()
+    assert "'<'" in warning and "'>'" in warning and "'/'" in warning  # named, as text
+    box = page.get_by_label("Your input", exact=True).and_(page.get_by_test_id("stTextInputField"))
+    assert box.input_value() == HOSTILE
+    box.fill("<b onmouseover=window.pwned=3>bold</b>")
+    box.press("Enter")
+    wait_until_idle(page)
+    assert page.locator("b[onmouseover]").count() == 0 and page.locator("img[src=x]").count() == 0
+    assert page.evaluate("window.pwned") is None
+    assert not page.dialogs and not page.errors
+
+
+def test_unknown_link_parameters_are_noticed(page, server):
+    page.goto(server + "/?lab_heads=banana&nonsense=1")
+    wait_until_idle(page)
+    notice = page.get_by_test_id("stAlert").filter(has_text="ignored").inner_text()
+    assert "nonsense" in notice and "lab_heads" in notice
+    assert page.locator("[data-testid='stException']").count() == 0
