@@ -28,13 +28,15 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def app_server(port: int | None = None, timeout: float = 60.0):
+def app_server(port: int | None = None, timeout: float = 60.0, quiet: bool = True):
     """Start ``streamlit run app.py`` on 127.0.0.1 and yield its base URL; stop it afterwards."""
     port = port or free_port()
     cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port),
            "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
            "--server.fileWatcherType", "none", "--global.developmentMode", "false"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL if quiet else subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    app_server.last_pid = proc.pid  # for callers that watch the server (memory)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + timeout
@@ -47,7 +49,7 @@ def app_server(port: int | None = None, timeout: float = 60.0):
                 pass
             if proc.poll() is not None or time.time() > deadline:
                 out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
-                raise RuntimeError(f"the app server did not start:\n{out}")
+                raise RuntimeError(f"the app server did not start (exit {proc.poll()}):\n{out}")
             time.sleep(0.2)
         yield base
     finally:

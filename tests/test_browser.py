@@ -38,15 +38,17 @@ def test_lab_draws_charts_and_bertviz_offline(browser, server):
     wait_until_idle(page)
     assert page.locator("[data-testid='stException']").count() == 0
     assert wait_for_charts(page, 2) >= 2
-    frames = bertviz_frames(page)
-    assert len(frames) == 2, [f.url for f in page.frames]  # head view and model view
-    for frame in frames:
-        frame.wait_for_selector("#vis svg text", state="attached", timeout=15_000)
-        # tokens are drawn as SVG text: 33 tokens on each side in the head view
-        assert frame.locator("#vis svg text").count() >= 8
-    head = next(f for f in frames if f.locator("#layer").count())
-    assert head.locator("#vis svg text").count() >= 2 * 33
+    page.get_by_role("tab", name="bertviz head view").click()
+    wait_until_idle(page)
+    head = bertviz_frames(page, expect=1)[0]
+    head.wait_for_selector("#vis svg text", timeout=15_000)
+    assert head.locator("#vis svg text").count() >= 2 * 33  # 33 tokens drawn on each side
     assert head.locator("#layer option").count() == 2  # bertviz filled the layer menu with jQuery
+    page.get_by_role("tab", name="bertviz model view").click()
+    wait_until_idle(page)
+    model = bertviz_frames(page, expect=1)[0]
+    model.wait_for_selector("#vis svg text", timeout=15_000)
+    assert model.locator("#vis svg text").count() >= 8  # layer and head labels around the thumbnails
     assert not errors, errors
     ctx.close()
 
