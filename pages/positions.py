@@ -179,13 +179,19 @@ if at_far:
     best = max(at_far, key=at_far.get)
     lines.append(f"- At {lens[-1]} ({settings.factors[-1]}× longer) the best was **{best}** ({at_far[best]:.0%}); "
                  + ", ".join(f"{e} {v:.0%}" for e, v in at_far.items() if e != best) + ".")
+if at_far and "alibi" in at_far:
+    agrees = max(at_far, key=at_far.get) == "alibi"
+    lines.append("- That " + ("agrees" if agrees else "does not agree") + " with the ALiBi paper's finding that linear "
+                 "biases extrapolate best.")
 st.markdown("**What came out this time**\n" + "\n".join(lines) + "\n\n"
-            "The ALiBi paper reports that linear biases extrapolate and sinusoidal or rotary encodings do not; "
-            "it measured language-model loss on long text. On these small algorithmic tasks the picture is harsher: "
-            "a longer input needs attention to reach offsets (copy: L+1 back) that no training example ever "
-            "used, so every encoding can fail, and a relative one (ALiBi, RoPE) fails more gently because the "
-            "local part of the job (finding the separator, reading neighbours) still works. Results depend on "
-            "the seed and the number of steps: rerun with other settings and compare.")
+            "The ALiBi paper (Press et al. 2022) reports that linear biases extrapolate while sinusoidal and rotary "
+            "encodings do not; it measured language-model loss on long text. On these algorithmic tasks a longer input "
+            "also needs attention at offsets no training example used (copy: up to 2L + 1 back), so even the best "
+            "encoding loses accuracy as the length grows. Relative encodings (ALiBi, RoPE) keep the local part of the "
+            "job (finding the separator, reading neighbours); sinusoidal positions past the training range are "
+            "vectors the model never saw; a learned table has no row for them at all; with no encoding, the model "
+            "must count, and the 1/(t+1) signal blurs as t grows. Results depend on the seed and the number of steps: "
+            "change them and compare.")
 
 st.subheader(f"Attention at length {lens[-1]}")
 c1, c2 = st.columns(2)
