@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
@@ -196,7 +197,7 @@ def predicted_bytes(kind: str, n: int, s: SweepSettings) -> float:
 @contextlib.contextmanager
 def torch_threads(n: int):
     before = torch.get_num_threads()
-    torch.set_num_threads(n or max(1, __import__("os").cpu_count() or 1))
+    torch.set_num_threads(n or max(1, os.cpu_count() or 1))
     try:
         yield
     finally:

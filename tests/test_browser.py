@@ -4,19 +4,7 @@ import numpy as np
 import pytest
 
 from explorer.bertviz_views import head_view_html, model_view_html
-from scripts.appserver import app_server, chromium, offline_context, wait_for_charts, wait_until_idle
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium() as b:
-        yield b
-
-
-@pytest.fixture(scope="module")
-def server():
-    with app_server() as base:
-        yield base
+from scripts.appserver import offline_context, wait_for_charts, wait_until_idle
 
 
 def bertviz_frames(page, expect=2, timeout_s=20):

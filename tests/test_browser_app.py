@@ -6,19 +6,7 @@ from urllib.parse import quote
 import pytest
 from playwright.sync_api import expect
 
-from scripts.appserver import app_server, chromium, offline_context, wait_for_charts, wait_until_idle
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium() as b:
-        yield b
-
-
-@pytest.fixture(scope="module")
-def server():
-    with app_server() as base:
-        yield base
+from scripts.appserver import offline_context, wait_for_charts, wait_until_idle
 
 
 @pytest.fixture
