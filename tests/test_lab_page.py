@@ -38,6 +38,7 @@ def test_page_opens_with_untrained_model_and_maps():
     metrics = {m.label: m.value for m in at.metric}
     assert int(metrics["Parameters"].replace(",", "")) > 10_000
     assert int(metrics["Attention FLOPs (this input)"].replace(",", "")) > 0
+    assert at.session_state["lab_render_s"] > 0  # the page records its server time for the benchmark
     assert len(iframes(at)) == 0  # the bertviz tabs are closed: nothing computed or sent
     for tab in ("bertviz head view", "bertviz model view"):
         at.session_state["lab_tab"] = tab
