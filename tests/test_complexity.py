@@ -93,3 +93,12 @@ def test_complexity_page_rejects_impossible_settings():
     at.run()
     assert_clean(at)
     assert any("at least one" in w for w in texts(at.warning))
+
+
+def test_forward_and_backward_pass_is_measured_too():
+    from explorer.measure import measure_point
+
+    s = SweepSettings(pass_="forward+backward", repeats=1)
+    fwd = measure_point("sliding_window", 512, SweepSettings(repeats=1))
+    both = measure_point("sliding_window", 512, s)
+    assert both.pass_ == "forward+backward" and both.peak_bytes > fwd.peak_bytes  # gradients need memory too

@@ -84,3 +84,12 @@ def test_every_lesson_opens_its_page_with_its_settings():
 def test_unknown_lesson_is_a_notice():
     at = app_with({"lesson": "flying"})
     assert any("unknown lesson 'flying'" in w for w in texts(at.warning))
+
+
+def test_presentation_mode_is_a_shareable_toggle():
+    at = app_with({"present": "true"})
+    assert at.session_state["present"] is True
+    styles = [e.proto.body for e in at.get("html") if e.proto.body.startswith("<style>")]
+    assert styles and "h1" in styles[0]
+    at.toggle(key="present").set_value(False).run()
+    assert not [e for e in at.get("html") if "font-size: 3.2rem" in e.proto.body]
