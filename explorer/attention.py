@@ -60,6 +60,12 @@ def dynamic_window_size(T: int, w_min: int) -> int:
     return max(1, min(T, max(w_min, math.ceil(2 * math.sqrt(T)))))
 
 
+def dynamic_window_rule(T: int, w_min: int) -> str:
+    """The rule worked out for one input, in words for the page."""
+    return (f"this sequence has T = {T} tokens, so w = max(w_min, ⌈2√T⌉) = max({w_min}, "
+            f"{math.ceil(2 * math.sqrt(T))}) = {dynamic_window_size(T, w_min)}")
+
+
 # ----------------------------------------------------------------------------------------------
 # Masks (patterns) and the reference computation
 

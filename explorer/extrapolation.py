@@ -70,6 +70,30 @@ class ExtrapolationResult:
                              "encodings": list(self.settings.encodings)},
                 "results": self.rows, "seconds": round(self.seconds, 2)}
 
+    def findings(self) -> list[str]:
+        """What came out, in sentences computed from the numbers (markdown)."""
+        s = self.settings
+        lens = [s.train_len * f for f in s.factors]
+        at_l = {e: self.accuracy(e, lens[0]) or 0.0 for e in s.encodings}
+        best_l = max(at_l, key=at_l.get)
+        out = [f"At the training length, the best was **{best_l}** ({at_l[best_l]:.0%})."]
+        far = {e: self.accuracy(e, lens[-1]) for e in s.encodings if self.accuracy(e, lens[-1]) is not None}
+        if far and len(lens) > 1:
+            best = max(far, key=far.get)
+            others = ", ".join(f"{e} {v:.0%}" for e, v in far.items() if e != best)
+            out.append(f"At {lens[-1]} ({s.factors[-1]}× longer) the best was **{best}** ({far[best]:.0%})"
+                       + (f"; {others}." if others else "."))
+            if "alibi" in far:
+                agrees = best == "alibi"
+                out.append(("That agrees" if agrees else "That does not agree")
+                           + " with the ALiBi paper's finding that linear biases extrapolate best.")
+        return out
+
+    def losses(self, encoding: str) -> list[Optional[float]]:
+        """Loss at each evaluation length, in the order of ``settings.factors``."""
+        by_len = {r["eval_len"]: r["loss"] for r in self.rows if r["encoding"] == encoding}
+        return [by_len.get(self.settings.train_len * f) for f in self.settings.factors]
+
     def accuracy(self, encoding: str, eval_len: int) -> Optional[float]:
         for r in self.rows:
             if r["encoding"] == encoding and r["eval_len"] == eval_len:

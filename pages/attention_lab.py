@@ -6,7 +6,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from explorer import bertviz_views, figures, lab
-from explorer.attention import ATTENTION
+from explorer.attention import ATTENTION, dynamic_window_rule
 from explorer.encodings import ENCODINGS
 from explorer.tasks import TASKS
 
@@ -208,10 +208,8 @@ else:
     if analysis.expected is not None:
         right = sum(a == b for a, b in zip(analysis.answer, analysis.expected))
         st.caption(f"{right} of {len(analysis.expected)} characters right.")
-    if analysis.window is not None and cfg.attention == "dynamic_window":
-        st.caption(f"Dynamic window: this sequence has T = {len(analysis.tokens)} tokens, so "
-                   f"w = max(w_min, ⌈2√T⌉) = max({cfg.window}, {-(-2 * len(analysis.tokens) ** 0.5 // 1):.0f}) "
-                   f"= {analysis.window}.")
+    if cfg.attention == "dynamic_window":
+        st.caption("Dynamic window: " + dynamic_window_rule(len(analysis.tokens), cfg.window) + ".")
 
 # ---------------------------------------------------------------------------------------------- attention
 st.subheader("Attention")

@@ -154,8 +154,7 @@ if result is None:
 
 lens = [settings.train_len * f for f in settings.factors]
 acc = {e: (lens, [result.accuracy(e, n) for n in lens]) for e in settings.encodings}
-loss = {e: (lens, [next(r["loss"] for r in result.rows if r["encoding"] == e and r["eval_len"] == n) for n in lens])
-        for e in settings.encodings}
+loss = {e: (lens, result.losses(e)) for e in settings.encodings}
 c1, c2 = st.columns(2)
 with c1:
     chart(figures.lines_figure(acc, "token accuracy", "evaluation length", "accuracy", y_range=(0, 1.02)), "pe_x_acc")
@@ -170,20 +169,7 @@ for r in result.rows:
         st.warning(f"{r['encoding']} at length {r['eval_len']}: {r['note']}.", icon=":material/block:")
         break
 
-# what came out, in words, from the numbers
-at_l = {e: result.accuracy(e, lens[0]) for e in settings.encodings}
-at_far = {e: result.accuracy(e, lens[-1]) for e in settings.encodings if result.accuracy(e, lens[-1]) is not None}
-lines = [f"- At the training length, the best was **{max(at_l, key=lambda e: at_l[e] or 0)}** "
-         f"({max(v or 0 for v in at_l.values()):.0%})."]
-if at_far:
-    best = max(at_far, key=at_far.get)
-    lines.append(f"- At {lens[-1]} ({settings.factors[-1]}× longer) the best was **{best}** ({at_far[best]:.0%}); "
-                 + ", ".join(f"{e} {v:.0%}" for e, v in at_far.items() if e != best) + ".")
-if at_far and "alibi" in at_far:
-    agrees = max(at_far, key=at_far.get) == "alibi"
-    lines.append("- That " + ("agrees" if agrees else "does not agree") + " with the ALiBi paper's finding that linear "
-                 "biases extrapolate best.")
-st.markdown("**What came out this time**\n" + "\n".join(lines) + "\n\n"
+st.markdown("**What came out this time**\n" + "\n".join(f"- {line}" for line in result.findings()) + "\n\n"
             "The ALiBi paper (Press et al. 2022) reports that linear biases extrapolate while sinusoidal and rotary "
             "encodings do not; it measured language-model loss on long text. On these algorithmic tasks a longer input "
             "also needs attention at offsets no training example used (copy: up to 2L + 1 back), so even the best "

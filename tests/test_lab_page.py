@@ -68,6 +68,8 @@ def test_every_kind_and_encoding_renders(kind, encoding):
     T = z.shape[0]
     assert np.allclose(z.sum(1), 1, atol=0.02)  # every row is a distribution (rounded for transport)
     assert np.allclose(np.triu(z, 1), 0)  # causal
+    if kind == "dynamic_window":  # the rule, worked out for this input: T = 33 -> max(8, 12) = 12
+        assert any("max(8, 12) = 12" in c for c in texts(at.caption)), texts(at.caption)
 
 
 def test_training_learns_and_maps_show_the_anti_diagonal(trained):

@@ -40,6 +40,10 @@ def test_experiment_reports_every_encoding_and_refuses_learned_past_its_table():
     assert all(row["accuracy"] is None and "rows" in row["note"] for row in learned_far)
     assert r.maps["learned"][0] is None and r.maps["rope"][1].shape == (2, 4, 32, 32)
     assert r.learned_table.shape == (9, 64)
+    found = r.findings()
+    assert found[0].startswith("At the training length, the best was **")
+    assert "16 (4× longer)" in found[1] and "learned" not in found[1]  # learned cannot be evaluated there
+    assert len(r.losses("rope")) == 3 and r.losses("learned")[1:] == [None, None]
 
 
 def test_extrapolation_benchmark_json_schema(tmp_path):
