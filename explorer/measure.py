@@ -114,6 +114,15 @@ class SweepResult:
                 "skipped": [asdict(s) for s in self.skipped], "seconds": round(self.seconds, 2)}
 
 
+def theory_curves(s: SweepSettings) -> tuple[dict, dict]:
+    """``({kind: (ns, flops)}, {kind: (ns, score bytes)})`` from explorer.cost's formulas; sdpa has
+    the FLOPs of softmax and stores no score matrix, so it has no memory curve."""
+    ns = s.lengths()
+    flops = {k: (ns, [attention_flops(s.config(k, n), n) for n in ns]) for k in s.kinds}
+    memory = {k: (ns, [attention_memory_bytes(s.config(k, n), n) for n in ns]) for k in s.kinds if k != "sdpa"}
+    return flops, memory
+
+
 def device_name(device: str = "cpu") -> str:
     if device.startswith("cuda"):
         return torch.cuda.get_device_name(device)

@@ -9,14 +9,10 @@ from explorer import bertviz_views, figures, lab
 from explorer.attention import ATTENTION, dynamic_window_rule
 from explorer.encodings import ENCODINGS
 from explorer.tasks import TASKS
+import ui
 
 S = st.session_state
-if "app_shell" not in S:
-    # The first request to a fresh server can run a page file without app.py (Streamlit's old
-    # pages/ folder mode). Register this page with the navigation API and run again: from then on
-    # app.py's navigation runs every page, on the URL that was asked for.
-    st.navigation([st.Page(lambda: None, title="shell", default=True), st.Page(__file__)], position="hidden")
-    st.rerun()
+ui.ensure_navigation(__file__)
 D = lab.LabSettings()  # defaults
 REFRESH_S = 0.25  # seconds of training between redraws while training
 

@@ -1,14 +1,11 @@
 """Complexity Lab: attention's cost in theory and on the stopwatch, side by side."""
-import plotly.graph_objects as go
 import streamlit as st
 
 from explorer import figures, measure
-from explorer.cost import attention_flops, attention_memory_bytes
+import ui
 
 S = st.session_state
-if "app_shell" not in S:  # opened without app.py (Streamlit's pages/ folder mode): see attention_lab.py
-    st.navigation([st.Page(lambda: None, title="shell", default=True), st.Page(__file__)], position="hidden")
-    st.rerun()
+ui.ensure_navigation(__file__)
 
 D = measure.SweepSettings()
 
@@ -65,31 +62,26 @@ st.markdown(
     "$S \\approx C + 2d_h$ → linear in $N$.\n"
     "- **sdpa**: torch's fused kernel computes the same $N^2$ scores as softmax but never stores them."
 )
-ns = settings.lengths()
-theory_flops = {k: (ns, [attention_flops(settings.config(k, n), n) for n in ns]) for k in settings.kinds}
-theory_mem = {k: (ns, [attention_memory_bytes(settings.config(k, n), n) if k != "sdpa" else None for n in ns])
-              for k in settings.kinds if k != "sdpa"}
+theory_flops, theory_mem = measure.theory_curves(settings)
 c1, c2 = st.columns(2)
-c1.plotly_chart(go.Figure(figures.loglog_figure(theory_flops, "Attention FLOPs (theory)", "FLOPs")), key="cx_t_flops")
-c2.plotly_chart(go.Figure(figures.loglog_figure(theory_mem, "Score-matrix memory (theory)", "bytes")),
-                key="cx_t_mem")
+with c1:
+    ui.chart(figures.loglog_figure(theory_flops, "Attention FLOPs (theory)", "FLOPs"), "cx_t_flops")
+with c2:
+    ui.chart(figures.loglog_figure(theory_mem, "Score-matrix memory (theory)", "bytes"), "cx_t_mem")
 
 # ---------------------------------------------------------------------------------------------- measured
 st.subheader("Measured on this machine")
 st.caption(f"{settings.pass_} pass of one attention layer, batch 1; time is the median of {settings.repeats} calls "
            "after a warm-up; peak memory is measured from torch's profiler memory events (every allocation and "
            "free, replayed in order), not computed. Other users of this server can add noise.")
-cached = S.get("cx_last") if S.get("cx_last_settings") == settings else None
+cached = ui.kept_result(settings, "cx_last")
 pressed = st.button("Measure", type="primary", key="cx_measure")
 # a lesson, or a shared link of a measured view (cx_measured=1), measures at once (cached: instant if done before)
 first_visit = "cx_visited" not in S
 S.cx_visited = True
 autorun = S.pop("cx_autorun", False) or (first_visit and st.query_params.get("cx_measured") == "1")
 if pressed or autorun:
-    bar = st.progress(0.0, text="starting")
-    cached = run_sweep(settings, _progress=lambda f, what: bar.progress(min(f, 1.0), text=f"measuring {what}"))
-    bar.empty()
-    S.cx_last, S.cx_last_settings = cached, settings
+    cached = ui.run_with_progress(run_sweep, settings, "cx_last")
 if cached is not None:
     st.query_params["cx_measured"] = "1"
 elif "cx_measured" in st.query_params:
@@ -103,8 +95,10 @@ result, table = cached["result"], cached["summary"]
 times = {k: result.series(k, "ms") for k in settings.kinds}
 mems = {k: result.series(k, "peak_bytes") for k in settings.kinds}
 c3, c4 = st.columns(2)
-c3.plotly_chart(go.Figure(figures.loglog_figure(times, "Wall time (measured)", "ms")), key="cx_m_time")
-c4.plotly_chart(go.Figure(figures.loglog_figure(mems, "Peak memory (measured)", "bytes")), key="cx_m_mem")
+with c3:
+    ui.chart(figures.loglog_figure(times, "Wall time (measured)", "ms"), "cx_m_time")
+with c4:
+    ui.chart(figures.loglog_figure(mems, "Peak memory (measured)", "bytes"), "cx_m_mem")
 st.caption(f"Device: {result.device}. Sweep took {result.seconds:.1f} s.")
 
 fmt = lambda v, f: "—" if v is None else format(v, f)  # noqa: E731

@@ -1,16 +1,13 @@
 """Positional Encoding Lab: what position means to a transformer, and which encodings extrapolate."""
-import numpy as np
-import plotly.graph_objects as go
 import streamlit as st
 
 from explorer import extrapolation, figures, positions
 from explorer.encodings import ENCODINGS
 from explorer.tasks import TASKS
+import ui
 
 S = st.session_state
-if "app_shell" not in S:  # opened without app.py (Streamlit's pages/ folder mode): see attention_lab.py
-    st.navigation([st.Page(lambda: None, title="shell", default=True), st.Page(__file__)], position="hidden")
-    st.rerun()
+ui.ensure_navigation(__file__)
 
 D = extrapolation.ExtrapolationSettings()
 
@@ -19,10 +16,6 @@ D = extrapolation.ExtrapolationSettings()
 def run_experiment(settings: extrapolation.ExtrapolationSettings, _progress=None):
     """Seeded, so the same settings give everyone the same result: computed once, then shared."""
     return extrapolation.run(settings, progress=_progress)
-
-
-def chart(fig: dict, key: str):
-    st.plotly_chart(go.Figure(fig), key=key)
 
 
 st.title("Positional Encoding Lab")
@@ -40,9 +33,9 @@ with tabs[0]:
                 "dimensions is a clock at its own speed, fast on the left, slow on the right.")
     c1, c2 = st.columns(2)
     with c1:
-        chart(figures.matrix_figure(table, "position × dimension", "dimension", "position", "RdBu", zmid=0), "pe_sin_table")
+        ui.chart(figures.matrix_figure(table, "position × dimension", "dimension", "position", "RdBu", zmid=0), "pe_sin_table")
     with c2:
-        chart(figures.matrix_figure(sim, "cosine similarity of positions", "position", "position"), "pe_sin_sim")
+        ui.chart(figures.matrix_figure(sim, "cosine similarity of positions", "position", "position"), "pe_sin_sim")
     st.caption("Nearby positions look alike and the similarity depends (almost) only on the distance: the band "
                "along the diagonal.")
 
@@ -57,11 +50,11 @@ with tabs[1]:
     st.markdown(r"RoPE rotates each 2-D plane $i$ of the query by $m\,\theta_i$ and of the key by $n\,\theta_i$, "
                 r"$\theta_i = 10000^{-2i/d_h}$. Rotations keep lengths, and the dot product of two rotated vectors "
                 r"depends only on the angle between them, so the score depends only on $m - n$.")
-    chart(figures.planes_figure(qp, kp, f"query at m = {m}, key at n = {n}: score q·k = {score:.3f} "
+    ui.chart(figures.planes_figure(qp, kp, f"query at m = {m}, key at n = {n}: score q·k = {score:.3f} "
                                         f"(offset m − n = {m - n})"), "pe_rope_planes")
     c1, c2 = st.columns(2)
     with c1:
-        chart(figures.matrix_figure(positions.rope_scores(q, k, 32), "score of the same q, k at every (m, n)",
+        ui.chart(figures.matrix_figure(positions.rope_scores(q, k, 32), "score of the same q, k at every (m, n)",
                                     "key position n", "query position m", "RdBu", zmid=0), "pe_rope_scores")
     st.caption("Move both sliders by the same amount: the score does not change. In the matrix, every diagonal "
                "(constant m − n) has one colour.")
@@ -74,13 +67,13 @@ with tabs[2]:
     st.markdown(r"ALiBi adds no vector at all: it subtracts $m_h \cdot (i - j)$ from each query-key score, a "
                 r"penalty growing with distance. Head $h$'s slope is $m_h = 2^{-8h/H}$: steep heads look "
                 r"locally, shallow ones far.")
-    chart(figures.lines_figure({"slope": (list(range(int(nh))), slopes.tolist())}, "slope per head", "head",
+    ui.chart(figures.lines_figure({"slope": (list(range(int(nh))), slopes.tolist())}, "slope per head", "head",
                                "slope m_h", log_y=True, height=280), "pe_alibi_slopes")
     show = [0, int(nh) // 2, int(nh) - 1] if nh > 2 else list(range(int(nh)))
     cols = st.columns(len(show))
     for col, h in zip(cols, show):
         with col:
-            chart(figures.matrix_figure(bias[h], f"head {h}: bias (slope {slopes[h]:.4f})", "key j", "query i",
+            ui.chart(figures.matrix_figure(bias[h], f"head {h}: bias (slope {slopes[h]:.4f})", "key j", "query i",
                                         height=320), f"pe_alibi_bias_{h}")
 
 # ---------------------------------------------------------------------------------------------- experiment
@@ -103,15 +96,12 @@ except ValueError as e:
 st.caption(f"Each model ({settings.n_layer} layers, {settings.n_head} heads, width {settings.n_embd}) trains "
            f"{settings.steps} steps on inputs of length {max(1, settings.train_len // 2)}–{settings.train_len}, then is "
            f"tested on fresh inputs of length {', '.join(str(settings.train_len * f) for f in settings.factors)}.")
-result = S.get("pe_result") if S.get("pe_result_settings") == settings else None
+result = ui.kept_result(settings, "pe_result")
 # a lesson, or a shared link of a finished experiment (pe_ran=1), runs it at once (cached: instant if done before)
 first_visit = "pe_visited" not in S
 S.pe_visited = True
 if submitted or S.pop("pe_autorun", False) or (first_visit and st.query_params.get("pe_ran") == "1"):
-    bar = st.progress(0.0, text="starting")
-    result = run_experiment(settings, _progress=lambda f, what: bar.progress(min(f, 1.0), text=what))
-    bar.empty()
-    S.pe_result, S.pe_result_settings = result, settings
+    result = ui.run_with_progress(run_experiment, settings, "pe_result")
 if result is not None:
     st.query_params["pe_ran"] = "1"
 elif "pe_ran" in st.query_params:
@@ -127,10 +117,10 @@ with tabs[3]:
     else:
         c1, c2 = st.columns(2)
         with c1:
-            chart(figures.matrix_figure(positions.cosine_similarity(result.learned_table),
+            ui.chart(figures.matrix_figure(positions.cosine_similarity(result.learned_table),
                                         "cosine similarity of learned positions", "position", "position"), "pe_l_sim")
         with c2:
-            chart(figures.scatter_positions(positions.pca_2d(result.learned_table), "positions projected to 2-D"),
+            ui.chart(figures.scatter_positions(positions.pca_2d(result.learned_table), "positions projected to 2-D"),
                   "pe_l_pca")
         st.caption(f"The table has {len(result.learned_table)} rows: positions 0–{len(result.learned_table) - 1}. "
                    "Positions used rarely in training (the far end) stay close to their random start.")
@@ -143,7 +133,7 @@ with tabs[4]:
         "It fails where that signal is too faint: telling position 40 from 41 is telling 1/41 from 1/42, and "
         "without causality (an encoder) there is no signal at all.")
     Tn = 64
-    chart(figures.lines_figure({"weight on the first token": (list(range(Tn)), positions.uniform_attention_signal(Tn).tolist())},
+    ui.chart(figures.lines_figure({"weight on the first token": (list(range(Tn)), positions.uniform_attention_signal(Tn).tolist())},
                                "uniform causal attention: weight per key at position t", "position t", "1/(t+1)",
                                height=280), "pe_none_signal")
 
@@ -157,9 +147,9 @@ acc = {e: (lens, [result.accuracy(e, n) for n in lens]) for e in settings.encodi
 loss = {e: (lens, result.losses(e)) for e in settings.encodings}
 c1, c2 = st.columns(2)
 with c1:
-    chart(figures.lines_figure(acc, "token accuracy", "evaluation length", "accuracy", y_range=(0, 1.02)), "pe_x_acc")
+    ui.chart(figures.lines_figure(acc, "token accuracy", "evaluation length", "accuracy", y_range=(0, 1.02)), "pe_x_acc")
 with c2:
-    chart(figures.lines_figure(loss, "loss", "evaluation length", "loss (nats)", log_y=True), "pe_x_loss")
+    ui.chart(figures.lines_figure(loss, "loss", "evaluation length", "loss (nats)", log_y=True), "pe_x_loss")
 st.dataframe([{"encoding": r["encoding"], "eval length": r["eval_len"],
                "accuracy": "—" if r["accuracy"] is None else f"{r['accuracy']:.1%}",
                "loss": "—" if r["loss"] is None else f"{r['loss']:.3f}", "note": r.get("note", "")}
@@ -191,4 +181,4 @@ for col, e in zip(cols, settings.encodings):
             st.markdown(f"**{e}**")
             st.caption(maps)
         else:
-            chart(figures.attention_heatmap(maps[layer, head], tokens, e, height=340), f"pe_x_map_{e}")
+            ui.chart(figures.attention_heatmap(maps[layer, head], tokens, e, height=340), f"pe_x_map_{e}")

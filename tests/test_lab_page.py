@@ -34,7 +34,6 @@ def test_page_opens_with_untrained_model_and_maps():
     assert "untrained" in at.markdown[-1].value or any("untrained" in m.value for m in at.markdown)
     g = grid(at)
     assert len(g["data"]) == 2 * 4  # default: 2 layers x 4 heads
-    tokens = g["layout"]["xaxis"]["ticktext"] or None
     metrics = {m.label: m.value for m in at.metric}
     assert int(metrics["Parameters"].replace(",", "")) > 10_000
     assert int(metrics["Attention FLOPs (this input)"].replace(",", "")) > 0
@@ -65,7 +64,6 @@ def test_every_kind_and_encoding_renders(kind, encoding):
     assert not at.error, texts(at.error)
     g = grid(at)
     z = np.array(g["data"][0]["z"])
-    T = z.shape[0]
     assert np.allclose(z.sum(1), 1, atol=0.02)  # every row is a distribution (rounded for transport)
     assert np.allclose(np.triu(z, 1), 0)  # causal
     if kind == "dynamic_window":  # the rule, worked out for this input: T = 33 -> max(8, 12) = 12
