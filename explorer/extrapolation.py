@@ -18,7 +18,7 @@ import torch
 
 from .config import ModelConfig
 from .encodings import ENCODINGS, PositionTooFar
-from .lab import watch_ids
+from .lab import stack, watch_ids
 from .model import build_model
 from .tasks import TASKS
 from .train import TrainConfig, Trainer, evaluate
@@ -128,7 +128,7 @@ def run(s: ExtrapolationSettings, progress: Optional[Callable[[float, str], None
         try:
             with torch.no_grad():
                 out = model(ids, need_weights=True)
-            result.maps[enc] = (list(task.tokenizer.decode(ids[0])), torch.stack([w[0] for w in out.attentions]).numpy())
+            result.maps[enc] = (list(task.tokenizer.decode(ids[0])), stack([w[0] for w in out.attentions]))
         except PositionTooFar as e:
             result.maps[enc] = (None, str(e))
         if enc == "learned":

@@ -12,13 +12,12 @@ from typing import Optional
 import numpy as np
 import torch
 
-from .attention import ATTENTION, dynamic_window_size
 from .config import ModelConfig
 from .cost import model_attention_flops
 from .figures import md_escape
 from .generate import generate
 from .model import GPT, build_model, same_parameters, with_config
-from .tasks import TASKS, Task
+from .tasks import LETTERS, TASKS, Task
 from .train import TrainConfig, Trainer
 
 WIDTHS = (16, 32, 64, 128, 256)
@@ -141,10 +140,10 @@ def check_input(task: Task, config: ModelConfig, text: str, length: int) -> Inpu
 
 
 def describe_chars(chars: str) -> str:
-    if chars == "abcdefghijklmnopqrstuvwxyz":
+    if chars == LETTERS:
         return "lowercase letters a-z"
-    if chars.endswith("abcdefghijklmnopqrstuvwxyz"):
-        extra = " ".join({" ": "space", ".": "'.'"}.get(c, repr(c)) for c in chars[:-26])
+    if chars.endswith(LETTERS):
+        extra = " ".join({" ": "space", ".": "'.'"}.get(c, repr(c)) for c in chars[: -len(LETTERS)])
         return f"lowercase letters a-z, {extra}"
     return repr(chars)
 
@@ -153,12 +152,10 @@ def describe_chars(chars: str) -> str:
 class Analysis:
     tokens: list[str]  # every position's character: input, separator, answer
     attentions: np.ndarray  # (n_layer, nh, T, T) the weights the model applied
-    prompt_len: int  # positions that are input (+ separator)
     answer: str  # what the model wrote
     probs: list[float]  # the probability it gave each written character
     expected: Optional[str]  # the right answer, where the task has one
     flops: float  # attention FLOPs of one forward pass over the whole sequence
-    window: Optional[int]  # the window in force for this input (window kinds)
 
 
 @torch.no_grad()
@@ -172,16 +169,9 @@ def analyze(model: GPT, task: Task, text: str) -> Analysis:
         gen = generate(model, task.tokenizer, prompt, max(1, room), stop=".")
     ids = gen.ids[: model.config.block_size]
     out = model(torch.tensor([ids]), need_weights=True)
-    attentions = torch.stack([w[0] for w in out.attentions]).numpy()
-    cfg = model.config
-    window = None
-    if cfg.attention == "dynamic_window":
-        window = dynamic_window_size(len(ids), cfg.window)
-    elif ATTENTION[cfg.attention].uses_window:
-        window = cfg.window
     return Analysis(
-        tokens=list(task.tokenizer.decode(ids)), attentions=attentions, prompt_len=len(prompt), answer=gen.text,
-        probs=gen.probs, expected=task.expected(text), flops=model_attention_flops(cfg, len(ids)), window=window,
+        tokens=list(task.tokenizer.decode(ids)), attentions=stack([w[0] for w in out.attentions]), answer=gen.text,
+        probs=gen.probs, expected=task.expected(text), flops=model_attention_flops(model.config, len(ids)),
     )
 
 
