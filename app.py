@@ -28,6 +28,12 @@ PAGES = {
 }
 page = st.navigation(list(PAGES.values()))
 
+
+def query_snapshot() -> dict[str, list[str]]:
+    """Every URL parameter with all its values."""
+    return {k: st.query_params.get_all(k) for k in st.query_params}
+
+
 # ---------------------------------------------------------------------------------------------- lessons
 url_notices = []
 lesson_id = st.query_params.get("lesson")
@@ -43,7 +49,7 @@ if lesson_id is not None:
             if lesson.autorun:
                 S[lesson.autorun] = True
         if PAGES[lesson.page] is not page:
-            st.switch_page(PAGES[lesson.page], query_params={k: st.query_params.get_all(k) for k in st.query_params})
+            st.switch_page(PAGES[lesson.page], query_params=query_snapshot())
     else:
         url_notices.append(f"unknown lesson '{lesson_id[:40]}'; the lessons are: {', '.join(lessons.LESSONS.names())}")
         del st.query_params["lesson"]
@@ -60,11 +66,11 @@ if lesson is not None:
             del st.query_params["lesson"]
             st.rerun()
 
-before = {k: st.query_params.get_all(k) for k in st.query_params}
+before = query_snapshot()
 try:
     page.run()
 finally:
-    after = {k: st.query_params.get_all(k) for k in st.query_params}
+    after = query_snapshot()
     messages, unknown = urlstate.notices(before, after, S)
     for name in unknown:
         del st.query_params[name]

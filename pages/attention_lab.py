@@ -63,6 +63,7 @@ def start_training():
     try:
         S.lab_run = lab.LabRun.start(S.lab_settings, S.get("lab_input"))
         S.lab_training = True
+        S.lab_refresh_times = []  # redraw times of this run only (read by the benchmark)
     except ValueError as e:
         S.lab_train_error = str(e)
 
@@ -239,7 +240,7 @@ S.lab_render_s = time.perf_counter() - render_start  # server time of this run (
 if training:
     trainer = run.trainer
     tokens = tuple(view_task.tokenizer.decode(trainer.watch[0])) if trainer.watch is not None else None
-    refresh = S.setdefault("lab_refresh_times", [])
+    refresh = S.lab_refresh_times
     while not trainer.done:
         progress = trainer.run(seconds=REFRESH_S, every=10**9)
         progress_slot.progress(trainer.step / trainer.config.steps,
