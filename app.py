@@ -1,17 +1,19 @@
 """Transformer Explorer: the entry point. ``streamlit run app.py``
 
-Runs before every page: navigation, lessons (``?lesson=<id>``), the presentation toggle, and a
-notice for URL parameters the page could not take.
+Runs before every page: navigation (from the page list, ``explorer.pages``), lessons
+(``?lesson=<id>``), the presentation toggle, and a notice for URL parameters the page could not
+take. The shell (lessons, presentation toggle, notices) is drawn in every state of every page.
 """
 import streamlit as st
 import torch
 
 from explorer import lessons, urlstate
+from explorer.pages import PAGES
 
 # One intra-op thread per computation: the server's cores are shared by every session's script
-# thread (and often by a browser on the same machine). With torch's default of one OpenMP thread
-# per core, training under that contention ran ~15x slower (measured: 51 steps in 25 s instead of
-# 400 in 15 s with Chromium drawing the live charts on this 2-core machine).
+# thread and the scheduler's workers (and often by a browser on the same machine). With torch's
+# default of one OpenMP thread per core, training under that contention ran ~15x slower (measured:
+# 51 steps in 25 s instead of 400 in 15 s with Chromium drawing the live charts on this 2-core machine).
 torch.set_num_threads(1)
 
 S = st.session_state
@@ -20,13 +22,9 @@ present = bool(S.get("present", st.query_params.get("present", "").lower() == "t
 st.set_page_config(page_title="Transformer Explorer", page_icon=":material/hub:", layout="wide",
                    initial_sidebar_state="collapsed" if present else "auto")
 
-PAGES = {
-    "pages/attention_lab.py": st.Page("pages/attention_lab.py", title="Attention Lab", url_path="attention_lab",
-                                      default=True),
-    "pages/complexity.py": st.Page("pages/complexity.py", title="Complexity", url_path="complexity"),
-    "pages/positions.py": st.Page("pages/positions.py", title="Positional encodings", url_path="positions"),
-}
-page = st.navigation(list(PAGES.values()))
+NAV = {spec.id: st.Page(spec.file, title=spec.title, icon=spec.icon, url_path=spec.id, default=spec.default)
+       for spec in PAGES.values()}
+page = st.navigation(list(NAV.values()))
 
 
 def query_snapshot() -> dict[str, list[str]]:
@@ -47,15 +45,32 @@ if lesson_id is not None:
                 if key not in st.query_params:
                     S[key] = value
             if lesson.autorun:
-                S[lesson.autorun] = True
-        if PAGES[lesson.page] is not page:
-            st.switch_page(PAGES[lesson.page], query_params=query_snapshot())
+                S[PAGES[lesson.page].prefix + "autorun"] = True
+        if NAV[lesson.page] is not page:
+            st.switch_page(NAV[lesson.page], query_params=query_snapshot())
     else:
         url_notices.append(f"unknown lesson '{lesson_id[:40]}'; the lessons are: {', '.join(lessons.LESSONS.names())}")
         del st.query_params["lesson"]
         S.pop("lesson_applied", None)
 else:
     S.pop("lesson_applied", None)
+
+with st.sidebar:  # the shell, drawn before the page so that every state of every page has it
+    st.divider()
+    st.markdown("**Lessons**")
+    for item in lessons.LESSONS.names():
+        lesson_item = lessons.LESSONS[item]
+        st.page_link(NAV[lesson_item.page], label=lesson_item.title, icon=":material/school:",
+                     query_params={"lesson": item})
+    st.toggle("Presentation mode", key="present", bind="query-params",
+              help="Bigger text and figures for a projector; the sidebar starts collapsed.")
+if S.get("present"):
+    st.html("<style>"
+            "[data-testid='stMain'] .stMarkdown p, [data-testid='stMain'] li, [data-testid='stCaptionContainer'] "
+            "{font-size: 1.35rem !important;} h1 {font-size: 3.2rem !important;} "
+            "h2, h3 {font-size: 2.2rem !important;} [data-testid='stMetricValue'] {font-size: 3rem !important;} "
+            ".js-plotly-plot .main-svg text {font-size: 15px !important;}"
+            "</style>")
 
 notice_slot = st.empty()
 if lesson is not None:
@@ -78,19 +93,3 @@ finally:
     if messages:
         notice_slot.warning("Some of this link's settings were ignored:\n" + "\n".join(f"- {m}" for m in messages),
                             icon=":material/link_off:")
-    with st.sidebar:
-        st.divider()
-        st.markdown("**Lessons**")
-        for item in lessons.LESSONS.names():
-            lesson_item = lessons.LESSONS[item]
-            st.page_link(PAGES[lesson_item.page], label=lesson_item.title, icon=":material/school:",
-                         query_params={"lesson": item})
-        st.toggle("Presentation mode", key="present", bind="query-params",
-                  help="Bigger text and figures for a projector; the sidebar starts collapsed.")
-    if S.get("present"):
-        st.html("<style>"
-                "[data-testid='stMain'] .stMarkdown p, [data-testid='stMain'] li, [data-testid='stCaptionContainer'] "
-                "{font-size: 1.35rem !important;} h1 {font-size: 3.2rem !important;} "
-                "h2, h3 {font-size: 2.2rem !important;} [data-testid='stMetricValue'] {font-size: 3rem !important;} "
-                ".js-plotly-plot .main-svg text {font-size: 15px !important;}"
-                "</style>")

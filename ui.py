@@ -1,39 +1,191 @@
 """Streamlit helpers shared by the pages. The library (explorer/) stays free of any UI; this module
-holds only what every page would otherwise repeat."""
+holds only what every page would otherwise repeat: the navigation guard, the server's shared
+scheduler, drawing figures and the library's view descriptions, per-session caches, watching a
+job, and arriving at a finished view from a link or a lesson."""
+from __future__ import annotations
+
+import time
+import uuid
+from collections import OrderedDict
 from typing import Callable
 
 import plotly.graph_objects as go
 import streamlit as st
 
+from explorer import figures, view
+from explorer.jobs import Handle, Scheduler
+from explorer.pages import PageSpec, by_file
 
-def ensure_navigation(page_file: str) -> None:
-    """Make sure the page runs under app.py's navigation.
+S = st.session_state
+REFRESH_S = 0.25  # seconds between redraws while a job runs
+
+
+def ensure_navigation(page_file: str) -> PageSpec:
+    """Make sure the page runs under app.py's navigation, and return its entry in the page list.
 
     The first request to a fresh server can run a ``pages/`` file without app.py (Streamlit's old
     pages-folder mode decides before app.py has ever run). Registering this page with the
     navigation API and rerunning switches the server to app.py's navigation for good, on the URL
     that was asked for."""
-    if "app_shell" not in st.session_state:
+    if "app_shell" not in S:
         st.navigation([st.Page(lambda: None, title="shell", default=True), st.Page(page_file)], position="hidden")
         st.rerun()
+    return by_file("pages/" + page_file.replace("\\", "/").rsplit("/pages/", 1)[-1])
 
 
-def chart(fig: dict, key: str) -> None:
-    """Draw a figure built by explorer.figures (a plain dict) as plotly."""
-    st.plotly_chart(go.Figure(fig), key=key)
+# ---------------------------------------------------------------------------------------------- shared server state
+@st.cache_resource
+def scheduler() -> Scheduler:
+    """The one scheduler of this server process: admission and fair sharing for heavy work."""
+    return Scheduler()
 
 
-def run_with_progress(run: Callable, settings, state_key: str):
-    """Run a long computation ``run(settings, _progress=...)`` under a progress bar and keep its
-    result in the session under ``state_key`` (with the settings it belongs to)."""
-    bar = st.progress(0.0, text="starting")
-    result = run(settings, _progress=lambda f, what: bar.progress(min(f, 1.0), text=what))
-    bar.empty()
-    st.session_state[state_key] = (settings, result)
-    return result
+def holder() -> str:
+    """This session's name when it holds a job."""
+    if "_holder" not in S:
+        S._holder = uuid.uuid4().hex
+    return S._holder
 
 
-def kept_result(settings, state_key: str):
-    """This session's last result for exactly these settings, or None."""
-    kept = st.session_state.get(state_key)
-    return kept[1] if kept is not None and kept[0] == settings else None
+def submit(job) -> Handle:
+    return scheduler().submit(job, holder())
+
+
+# ---------------------------------------------------------------------------------------------- drawing
+PLOT_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 3}}
+
+
+def chart(fig, key: str, description: str = "", slot=None) -> None:
+    """Draw a figure built by explorer.figures (a plain dict, or one from ``figure``) with plotly;
+    ``description`` is its accessible name (what it shows, in words). The one drawing path of
+    every page."""
+    fig = fig if isinstance(fig, go.Figure) else go.Figure(fig)
+    (slot or st).plotly_chart(fig, key=key, config=PLOT_CONFIG, alt=description or None)
+
+
+@st.cache_resource(max_entries=128)
+def _shared_figure(builder: str, args: tuple) -> go.Figure:
+    return go.Figure(getattr(figures, builder)(*args))
+
+
+def figure(builder: str, *args) -> go.Figure:
+    """``explorer.figures.<builder>(*args)`` validated once by plotly (that costs more than drawing)
+    and shared read-only: its key is the data it shows, so no session sees another's."""
+    return _shared_figure(builder, args)
+
+
+def control(c: view.Control):
+    """One control of a view description, bound to the URL by its key."""
+    if isinstance(c, view.Slider):
+        return st.slider(c.label, c.lo, c.hi, c.default, key=c.key, help=c.help or None, bind="query-params")
+    if c.widget == "selectbox":
+        return st.selectbox(c.label, list(c.options), index=list(c.options).index(c.default), key=c.key,
+                            help=c.help or None, bind="query-params")
+    return st.select_slider(c.label, list(c.options), c.default, key=c.key, help=c.help or None, bind="query-params")
+
+
+def controls(cs) -> dict:
+    """The controls side by side; their values by key."""
+    if not cs:
+        return {}
+    cols = st.columns(len(cs))
+    values = {}
+    for col, c in zip(cols, cs):
+        with col:
+            values[c.key] = control(c)
+    return values
+
+
+def render(blocks) -> None:
+    """Draw a list of ``explorer.view`` blocks."""
+    for b in blocks:
+        if isinstance(b, view.Markdown):
+            st.markdown(b.text)
+        elif isinstance(b, view.Caption):
+            st.caption(b.text)
+        elif isinstance(b, view.Note):
+            st.info(b.text, icon=b.icon)
+        elif isinstance(b, view.Figure):
+            chart(b.figure, b.key, b.description)
+        elif isinstance(b, view.Table):
+            st.dataframe(b.rows, hide_index=True, key=b.key)
+        elif isinstance(b, view.Columns):
+            for col, inner in zip(st.columns(len(b.columns)), b.columns):
+                with col:
+                    render(inner)
+
+
+def section(s: view.Section, **context) -> None:
+    """A library section: its controls (URL-bound), then its blocks."""
+    values = controls(s.controls)
+    render(s.blocks(values, **{k: context.get(k) for k in s.context}))
+
+
+# ---------------------------------------------------------------------------------------------- per-session caches
+def cached(name: str, key, make: Callable, size: int = 16):
+    """A small per-session LRU (for things tied to this user's model)."""
+    store = S.setdefault(name, OrderedDict())
+    if key in store:
+        store.move_to_end(key)
+        return store[key]
+    value = store[key] = make()
+    while len(store) > size:
+        store.popitem(last=False)
+    return value
+
+
+def page_timer(key: str) -> Callable[[], None]:
+    """Start timing a page run; calling the result records its server time in the session under
+    ``key`` (read by ``python -m explorer.bench lab``)."""
+    t0 = time.perf_counter()
+    return lambda: S.__setitem__(key, time.perf_counter() - t0)
+
+
+# ---------------------------------------------------------------------------------------------- finished views
+def arrived_to_run(page: PageSpec, flag: str) -> bool:
+    """Whether to start the page's heavy work at once: a lesson asked for it, or this is the
+    session's first visit to a link of a finished view (``flag=1``: trained, measured, run)."""
+    first_visit = f"{page.prefix}visited" not in S
+    S[f"{page.prefix}visited"] = True
+    return bool(S.pop(f"{page.prefix}autorun", False)) or (first_visit and st.query_params.get(flag) == "1")
+
+
+def mark_finished(flag: str, finished: bool) -> None:
+    """Keep the link's ``flag`` in step with the view: a finished view's link recomputes it."""
+    if finished:
+        st.query_params[flag] = "1"
+    elif flag in st.query_params:
+        del st.query_params[flag]
+
+
+def queue_notice(handle: Handle, what: str) -> str:
+    """What a student is told while their job waits or runs beside others'."""
+    place = handle.place()
+    if place is not None:
+        est = handle.wait_estimate_s()
+        return (f"Waiting for room on this server: {what} is number {place} in the queue"
+                + (f", about {est:.0f} s to go" if est is not None else "")
+                + ". Every student's heavy work shares the server's cores and memory; **Stop** still works.")
+    snap = handle._scheduler.snapshot()
+    if snap["running"] > snap["workers"]:
+        return (f"{snap['running']} runs share this server's {snap['workers']} cores right now, so each goes "
+                f"about {snap['running'] / snap['workers']:.0f}× slower than alone.")
+    return ""
+
+
+def live(handles, redraw: Callable[[], None], refresh_s: float = REFRESH_S) -> None:
+    """While the job (or any of a list of jobs) runs, redraw every ``refresh_s`` seconds in a
+    fragment: only the live parts are recomputed, and a click (Stop) is taken at once. When the
+    jobs end, the whole page reruns to show their result. The redraw times of the current live
+    view are kept in the session under ``live_times`` (read by the benchmark)."""
+    handles = handles if isinstance(handles, (list, tuple)) else [handles]
+    S.live_times = []
+
+    @st.fragment(run_every=refresh_s)
+    def tick():
+        if not any(h.active for h in handles):
+            st.rerun(scope="app")
+        redraw()
+        S.live_times.append(time.perf_counter())
+
+    tick()

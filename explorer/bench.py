@@ -1,35 +1,64 @@
-"""Benchmarks, from the command line (no browser).
+"""Benchmarks, from the command line (no browser): one subcommand per page's headline figure.
 
     python -m explorer.bench lab [--json results.json]
     python -m explorer.bench complexity --max-n 16384 --json results.json [--heads 4 --width 64 ...]
-    python -m explorer.bench extrapolation --task copy --train-len 16 --json results.json [--steps 400 ...]
+    python -m explorer.bench extrapolation --task copy --train-len 8 --json results.json [--max-steps ...]
 
 ``lab``: the Attention Lab's figures: how long ``reverse`` (length 16) takes to reach 99% token
 accuracy at the page's default settings, and (through ``scripts/bench_page.py``, which runs the
 page with streamlit's AppTest in a separate process: this library never imports streamlit) the
 server time of a control change and the redraw rate while training.
+
+Every choice list and default below is read from the registries and the settings dataclasses.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import subprocess
 import sys
 from pathlib import Path
+from typing import Callable
 
 import torch
 
+from .registry import Registry
+
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclasses.dataclass(frozen=True)
+class Bench:
+    name: str
+    help: str
+    arguments: Callable[[argparse.ArgumentParser], None]  # adds the subcommand's options
+    run: Callable[[argparse.Namespace], dict]  # the figures, as JSON-ready data (also printed)
+
+
+BENCHES: Registry[Bench] = Registry("benchmark")
 
 
 def device_name() -> str:
     return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
 
 
+def defaults(cls) -> dict:
+    """A settings dataclass's defaults, by field name."""
+    out = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = f.default_factory()
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- lab
 def time_to_accuracy(target: float = 0.99, task_name: str = "reverse", length: int = 16, check_every: int = 25) -> dict:
-    """Train at the lab's default settings (as the page's Train button does); report training wall time (evaluation excluded) until
-    fresh-example token accuracy reaches ``target``."""
+    """Train at the lab's default settings (as the page's Train button does); report training wall time
+    (evaluation excluded) until fresh-example token accuracy reaches ``target``."""
     from .lab import LabSettings
     from .model import build_model
     from .tasks import TASKS
@@ -40,7 +69,7 @@ def time_to_accuracy(target: float = 0.99, task_name: str = "reverse", length: i
     trainer = Trainer(model, TASKS[task_name], length, settings.train_config())
     curve = []
     while not trainer.done:
-        trainer.run(steps=check_every, every=10**9)
+        trainer.advance(check_every)
         acc = evaluate(model, TASKS[task_name], length, batches=2)["accuracy"]
         curve.append((trainer.step, round(trainer.seconds, 2), round(acc, 4)))
         if acc >= target:
@@ -49,96 +78,157 @@ def time_to_accuracy(target: float = 0.99, task_name: str = "reverse", length: i
             "steps": trainer.step, "train_seconds": round(trainer.seconds, 2), "curve": curve}
 
 
-def bench_lab(args) -> dict:
+def _lab_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--repeats", type=int, default=3, help="control changes of each kind (page part)")
+
+
+def _lab(args) -> dict:
     result = {"device": device_name(), "reverse_to_99": time_to_accuracy()}
-    print(f"reverse (length 16) reached {result['reverse_to_99']['curve'][-1][2]:.2%} after "
-          f"{result['reverse_to_99']['steps']} steps, {result['reverse_to_99']['train_seconds']} s of training")
-    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_page.py")], capture_output=True, text=True,
-                         cwd=ROOT, check=True)
+    r = result["reverse_to_99"]
+    print(f"reverse (length 16) reached {r['curve'][-1][2]:.2%} after {r['steps']} steps, "
+          f"{r['train_seconds']} s of training")
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_page.py"), "--repeats", str(args.repeats)],
+                         capture_output=True, text=True, cwd=ROOT, check=True)
     page = json.loads(out.stdout[out.stdout.index("{"):])
     result["page"] = page
     print(f"control change (no training): median {page['control_change_ms_median']} ms, "
           f"max {page['control_change_ms_max']} ms of server time")
-    print(f"redraws while training: {page['redraws_per_second']} per second "
-          f"(median interval {page['redraw_interval_s_median']} s, max {page['redraw_interval_s_max']} s)")
+    print(f"Train click to learned (the page's defaults): {page['train_to_learned_s']} s, learned at step "
+          f"{page['learned_at']}")
     return result
 
 
-def bench_complexity(args) -> dict:
-    from .measure import KINDS, SweepSettings, summary, sweep
+BENCHES.add("lab", Bench("lab", "the Attention Lab's speed and learning figures", _lab_args, _lab))
 
+
+# ---------------------------------------------------------------------------------------------- complexity
+def _complexity_args(p: argparse.ArgumentParser) -> None:
+    from .measure import PASSES, SweepSettings, all_kinds
+
+    d = defaults(SweepSettings)
+    p.add_argument("--max-n", type=int, default=d["max_n"])
+    p.add_argument("--min-n", type=int, default=d["min_n"])
+    p.add_argument("--kinds", help=f"comma-separated, from: {', '.join(all_kinds())} (default: all)")
+    p.add_argument("--width", type=int, default=d["n_embd"], help="total width d of all heads")
+    p.add_argument("--heads", type=int, default=d["n_head"])
+    p.add_argument("--window", type=int, default=d["window"])
+    p.add_argument("--pass", dest="pass_", default=d["pass_"], choices=list(PASSES))
+    p.add_argument("--repeats", type=int, default=d["repeats"])
+    p.add_argument("--time-budget", type=float, default=d["time_budget_s"], help="seconds per point before it is skipped")
+    p.add_argument("--memory-budget", type=float, default=d["memory_budget_bytes"] / 1e9,
+                   help="GB per point before it is skipped")
+    p.add_argument("--threads", type=int, default=0, help="torch threads of this process (0 = every core)")
+    p.add_argument("--device", default="cpu")
+
+
+def _complexity(args) -> dict:
+    import os
+
+    from .measure import SweepSettings, all_kinds, causal_skip_ratio, summary, sweep
+
+    torch.set_num_threads(args.threads or max(1, os.cpu_count() or 1))
     settings = SweepSettings(
-        kinds=tuple(args.kinds.split(",")) if args.kinds else KINDS, min_n=args.min_n, max_n=args.max_n,
+        kinds=tuple(args.kinds.split(",")) if args.kinds else all_kinds(), min_n=args.min_n, max_n=args.max_n,
         n_embd=args.width, n_head=args.heads, window=args.window, pass_=args.pass_, repeats=args.repeats,
-        time_budget_s=args.time_budget, memory_budget_bytes=args.memory_budget * 1e9, threads=args.threads,
+        time_budget_s=args.time_budget, memory_budget_bytes=args.memory_budget * 1e9,
     )
     result = sweep(settings, device=args.device,
                    progress=lambda f, what: print(f"  {f:5.0%}  {what}", file=sys.stderr, flush=True))
+    if "sdpa" in settings.kinds and args.device == "cpu":
+        result.sdpa_causal = causal_skip_ratio(min(4096, settings.max_n), settings.n_embd, settings.n_head)
     print(f"device: {result.device}; {settings.pass_} pass, width {settings.n_embd}, {settings.n_head} heads, "
-          f"window {settings.window}; median of {settings.repeats} after a warm-up; {result.seconds:.1f} s in all")
-    print(f"{'kind':<16}{'N':>8}{'ms':>12}{'peak MB':>12}")
+          f"window {settings.window}; median of {settings.repeats}+ after a warm-up; {result.seconds:.1f} s in all")
+    print(f"{'kind':<16}{'N':>8}{'ms':>12}{'min':>10}{'max':>10}{'peak MB':>12}")
     for r in result.rows:
-        print(f"{r.kind:<16}{r.n:>8}{r.ms:>12.3f}{r.peak_bytes / 1e6:>12.2f}")
+        print(f"{r.kind:<16}{r.n:>8}{r.ms:>12.3f}{r.ms_min:>10.3f}{r.ms_max:>10.3f}{r.peak_bytes / 1e6:>12.2f}")
     for sk in result.skipped:
         print(f"{sk.kind:<16}{sk.n:>8}   skipped: {sk.reason}")
-    print(f"\n{'kind':<16}{'time slope':>12}{'memory slope':>14}{'crossover N':>14}   (slopes fitted on N >= 1024)")
+    print(f"\n{'kind':<16}{'time slope':>12}{'theory':>8}{'memory slope':>14}{'crossover N':>14}   (fitted on N >= 1024)")
     fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
-    for row in summary(result):
-        print(f"{row['kind']:<16}{fmt(row['time_slope'], '.2f'):>12}{fmt(row['memory_slope'], '.2f'):>14}"
-              f"{fmt(row['crossover_vs_softmax'], ',.0f'):>14}")
+    table = summary(result)
+    for row in table:
+        print(f"{row['kind']:<16}{fmt(row['time_slope'], '.2f'):>12}{fmt(row['theory_slope'], '.2f'):>8}"
+              f"{fmt(row['memory_slope'], '.2f'):>14}{fmt(row['crossover_vs_softmax'], ',.0f'):>14}")
+    if result.sdpa_causal:
+        c = result.sdpa_causal
+        print(f"\nsdpa causal / no mask at N = {c['n']}: {c['causal_ms']:.1f} / {c['full_ms']:.1f} ms = {c['ratio']:.2f}")
     out = result.to_json()
-    out["summary"] = summary(result)
+    out["summary"] = table
     return out
 
 
-def bench_extrapolation(args) -> dict:
-    from .extrapolation import ExtrapolationSettings, run
+BENCHES.add("complexity", Bench("complexity", "attention time and peak memory against sequence length",
+                                _complexity_args, _complexity))
 
-    settings = ExtrapolationSettings(
-        task=args.task, train_len=args.train_len, steps=args.steps, seed=args.seed,
-        encodings=tuple(args.encodings.split(",")) if args.encodings else ExtrapolationSettings.encodings,
-    )
-    result = run(settings, progress=lambda f, what: print(f"  {f:5.0%}  {what}", file=sys.stderr, flush=True))
-    print(f"task {settings.task}, trained on lengths {max(1, settings.train_len // 2)}-{settings.train_len}, "
-          f"{settings.steps} steps per model; {result.seconds:.1f} s in all")
-    lens = [settings.train_len * f for f in settings.factors]
-    print(f"{'encoding':<12}" + "".join(f"{'acc@' + str(n):>12}" for n in lens))
+
+# ---------------------------------------------------------------------------------------------- extrapolation
+def _extrapolation_args(p: argparse.ArgumentParser) -> None:
+    from .encodings import ENCODINGS
+    from .extrapolation import ExtrapolationSettings
+    from .tasks import TASKS
+
+    d = defaults(ExtrapolationSettings)
+    p.add_argument("--task", default=d["task"], choices=TASKS.names())
+    p.add_argument("--train-len", type=int, default=d["train_len"])
+    p.add_argument("--max-steps", type=int, default=d["max_steps"], help="step cap per model")
+    p.add_argument("--encodings", help=f"comma-separated, from: {', '.join(ENCODINGS.names())} (default: all)")
+    p.add_argument("--seed", type=int, default=d["seed"])
+    p.add_argument("--parallel", type=int, default=0,
+                   help="models trained at once, one torch thread each, as the app does (0 = every core)")
+
+
+def _extrapolation(args) -> dict:
+    import os
+    import time
+
+    from .extrapolation import ExtrapolationSettings, combine, jobs
+    from .jobs import Scheduler
+
+    settings = ExtrapolationSettings(task=args.task, train_len=args.train_len, max_steps=args.max_steps, seed=args.seed,
+                                     **({"encodings": tuple(args.encodings.split(","))} if args.encodings else {}))
+    torch.set_num_threads(1)
+    scheduler = Scheduler(workers=args.parallel or os.cpu_count() or 1)
+    t0 = time.perf_counter()
+    handles = [scheduler.submit(job) for job in jobs(settings)]
+    for h in handles:
+        h.wait()
+        print(f"  {h.job.encoding}: {h.status} {h.error}", file=sys.stderr, flush=True)
+    wall = time.perf_counter() - t0
+    scheduler.shutdown()
+    result = combine(settings, [h.result() for h in handles])
+    lens = settings.lengths()
+    print(f"task {settings.task}, trained on lengths {max(1, settings.train_len // 2)}-{settings.train_len} until "
+          f"95% at {settings.train_len} (cap {settings.max_steps} steps); {wall:.1f} s wall time, "
+          f"{scheduler.workers} models at once")
+    print(f"{'encoding':<12}{'steps':>7}{'fitted':>8}" + "".join(f"{'acc@' + str(n):>10}" for n in lens))
     for e in settings.encodings:
+        m = result.models[e]
         cells = [result.accuracy(e, n) for n in lens]
-        print(f"{e:<12}" + "".join(f"{'n/a' if c is None else format(c, '.1%'):>12}" for c in cells))
-    return result.to_json()
+        print(f"{e:<12}{m.steps:>7}{'yes' if m.fitted else 'no':>8}"
+              + "".join(f"{'n/a' if c is None else format(c, '.1%'):>10}" for c in cells))
+    for line in result.findings():
+        print("-", line.replace("**", ""))
+    out = result.to_json()
+    out["wall_seconds"] = round(wall, 2)
+    return out
 
 
+BENCHES.add("extrapolation", Bench("extrapolation", "train short, test long: accuracy at 1x, 2x, 4x the training length",
+                                   _extrapolation_args, _extrapolation))
+
+
+# ---------------------------------------------------------------------------------------------- main
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(prog="python -m explorer.bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="what", required=True)
-    lab = sub.add_parser("lab", help="the Attention Lab's speed and learning figures")
-    lab.add_argument("--json", help="also write the results here")
-    cx = sub.add_parser("complexity", help="attention time and peak memory against sequence length")
-    cx.add_argument("--max-n", type=int, default=16384)
-    cx.add_argument("--min-n", type=int, default=128)
-    cx.add_argument("--kinds", help="comma-separated, from softmax,sliding_window,dynamic_window,block_sparse,linear,sdpa")
-    cx.add_argument("--width", type=int, default=64, help="total width d of all heads")
-    cx.add_argument("--heads", type=int, default=4)
-    cx.add_argument("--window", type=int, default=128)
-    cx.add_argument("--pass", dest="pass_", default="forward", choices=["forward", "forward+backward"])
-    cx.add_argument("--repeats", type=int, default=3)
-    cx.add_argument("--time-budget", type=float, default=15.0, help="seconds per point before it is skipped")
-    cx.add_argument("--memory-budget", type=float, default=3.0, help="GB per point before it is skipped")
-    cx.add_argument("--threads", type=int, default=0, help="torch threads (0 = every core)")
-    cx.add_argument("--device", default="cpu")
-    cx.add_argument("--json", help="also write the results here")
-    ex = sub.add_parser("extrapolation", help="train short, test long: accuracy at 1x, 2x, 4x the training length")
-    ex.add_argument("--task", default="copy")
-    ex.add_argument("--train-len", type=int, default=16)
-    ex.add_argument("--steps", type=int, default=400)
-    ex.add_argument("--encodings", help="comma-separated, from none,sinusoidal,learned,rope,alibi")
-    ex.add_argument("--seed", type=int, default=0)
-    ex.add_argument("--json", help="also write the results here")
+    for b in BENCHES.values():
+        p = sub.add_parser(b.name, help=b.help, description=b.help)
+        b.arguments(p)
+        p.add_argument("--json", help="also write the results here")
     args = ap.parse_args(argv)
     torch.manual_seed(0)
-    result = {"lab": bench_lab, "complexity": bench_complexity, "extrapolation": bench_extrapolation}[args.what](args)
+    result = BENCHES[args.what].run(args)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
 

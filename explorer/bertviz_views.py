@@ -41,7 +41,8 @@ def _find(package: str, rel: str) -> Path:
     for folder in (spec.submodule_search_locations or []) if spec else []:
         if (Path(folder) / rel).exists():
             return Path(folder) / rel
-    raise AssetMissing(f"{package}/{rel} is not installed: run pip install -r requirements.txt (see README)")
+    raise AssetMissing(f"{package}/{rel} is not installed: run python -m pip install --no-deps -r "
+                       "requirements-assets.txt (see README)")
 
 
 @lru_cache(maxsize=None)

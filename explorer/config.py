@@ -5,8 +5,10 @@ value and what is allowed, so the page can show the message as it is.
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
+
+from .attention import ATTENTION
+from .encodings import ENCODINGS
 
 LIMITS = {  # field -> (min, max), the ranges the app offers
     "n_layer": (1, 6),
@@ -40,14 +42,7 @@ class ModelConfig:
     def head_dim(self) -> int:
         return self.n_embd // self.n_head
 
-    def replace(self, **changes) -> "ModelConfig":
-        """A copy with some fields changed (validated like any new config)."""
-        return dataclasses.replace(self, **changes)
-
     def validate(self) -> None:
-        from .attention import ATTENTION  # late imports: the registries import this module
-        from .encodings import ENCODINGS
-
         for name, (lo, hi) in LIMITS.items():
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
@@ -75,5 +70,5 @@ class ModelConfig:
             raise ValueError(
                 f"encoding = {self.encoding!r} with attention = {self.attention!r}: ALiBi adds a bias to "
                 f"each query-key score, and {self.attention} attention never forms those scores; pick "
-                f"another encoding (rope works with it) or another attention kind"
+                f"another encoding or another attention kind"
             )

@@ -10,6 +10,8 @@ from typing import Sequence
 
 import numpy as np
 
+from .attention import ATTENTION, REFERENCES, Style
+
 COLORSCALE = "Viridis"  # perceptually uniform, monotonic in grayscale, colour-blind safe
 
 
@@ -36,6 +38,16 @@ def _axis(tokens: Sequence[str], domain, anchor, show: bool, reverse=False, size
     return ax
 
 
+def weight_scale(weights: np.ndarray) -> dict:
+    """The colour scale of attention weights: viridis on [0, 1]; a diverging scale centred on 0
+    when some weights are negative (linear attention with RoPE's implied weights)."""
+    lo = float(np.min(weights)) if np.size(weights) else 0.0
+    if lo >= -1e-6:
+        return {"zmin": 0.0, "zmax": 1.0, "colorscale": COLORSCALE}
+    m = float(np.max(np.abs(weights)))
+    return {"zmin": -m, "zmax": m, "zmid": 0.0, "colorscale": "RdBu"}
+
+
 def attention_heatmap(weights: np.ndarray, tokens: Sequence[str], title: str = "", height: int = 520) -> dict:
     """One head's ``(T, T)`` attention: rows are queries (who looks), columns keys (looked at)."""
     T = len(tokens)
@@ -43,7 +55,7 @@ def attention_heatmap(weights: np.ndarray, tokens: Sequence[str], title: str = "
     custom = [[[labels[i], labels[j]] for j in range(T)] for i in range(T)]
     trace = {
         "type": "heatmap", "z": np.round(weights, 4).tolist(), "x": list(range(T)), "y": list(range(T)),
-        "zmin": 0.0, "zmax": 1.0, "colorscale": COLORSCALE, "customdata": custom,
+        **weight_scale(weights), "customdata": custom,
         "colorbar": {"title": {"text": "weight"}, "thickness": 12},
         "hovertemplate": "query %{y} '%{customdata[0]}' → key %{x} '%{customdata[1]}'<br>weight %{z:.3f}<extra></extra>",
     }
@@ -65,13 +77,14 @@ def attention_grid(attn: np.ndarray, tokens: Sequence[str], cell: int = 150) -> 
     data, layout = [], {}
     T = len(tokens)
     show_labels = T <= 24 and n_head <= 4
+    scale = weight_scale(attn)
     for l in range(n_layer):
         for hd in range(n_head):
             n = l * n_head + hd + 1
             xa, ya = f"x{n}", f"y{n}"
             data.append({
                 "type": "heatmap", "z": np.round(attn[l, hd], 3).tolist(), "xaxis": xa, "yaxis": ya,
-                "zmin": 0.0, "zmax": 1.0, "colorscale": COLORSCALE, "showscale": n == 1,
+                **scale, "showscale": n == 1,
                 "colorbar": {"thickness": 10, "len": 0.5}, "name": f"layer {l} head {hd}",
                 "hovertemplate": f"layer {l} head {hd}<br>query %{{y}} → key %{{x}}: %{{z:.3f}}<extra></extra>",
             })
@@ -133,32 +146,47 @@ def probability_html(text: str, probs: Sequence[float], expected: str | None = N
     return '<div class="generated" style="line-height: 2.2;">' + "".join(spans) + "</div>"
 
 
-KIND_COLORS = {  # Okabe-Ito: distinguishable with the common colour-vision deficiencies
-    "softmax": "#D55E00", "sliding_window": "#0072B2", "dynamic_window": "#56B4E9",
-    "block_sparse": "#009E73", "linear": "#CC79A7", "sdpa": "#000000",
-}
-KIND_DASH = {"sdpa": "dash", "dynamic_window": "dot"}
-KIND_SYMBOL = {"softmax": "circle", "sliding_window": "square", "dynamic_window": "diamond",
-               "block_sparse": "triangle-up", "linear": "x", "sdpa": "cross"}
+OKABE_ITO = ["#E69F00", "#56B4E9", "#009E73", "#0072B2", "#D55E00", "#CC79A7", "#000000"]  # colour-blind safe
+
+
+def series_style(name: str, i: int) -> Style:
+    """An attention kind's or reference kernel's own style (the same on every page); otherwise
+    the i-th Okabe-Ito colour."""
+    for registry in (ATTENTION, REFERENCES):
+        if name in registry:
+            return registry[name].style
+    return Style(OKABE_ITO[i % len(OKABE_ITO)], "solid", "circle")
 
 
 def lines_figure(series: dict, title: str, xtitle: str, ytitle: str, log_x: bool = False, log_y: bool = False,
-                 height: int = 360, y_range=None) -> dict:
-    """One line per named series, ``series = {name: (xs, ys)}`` (None in ys leaves a gap); names
-    that are attention kinds keep their colour, dash and marker on every page."""
-    palette = list(KIND_COLORS.values())
+                 height: int = 360, y_range=None, x_integer: bool = False, dashed: Sequence[str] = ()) -> dict:
+    """One line per named series, ``series = {name: (xs, ys)}`` or ``(xs, ys, (lows, highs))`` for
+    whiskers (None in ys leaves a gap); names that are attention kinds keep their colour, dash and
+    marker on every page; names in ``dashed`` (formulas beside measurements) are thin dashed lines
+    without markers."""
     data = []
-    for i, (name, (xs, ys)) in enumerate(series.items()):
+    for i, (name, values) in enumerate(series.items()):
+        xs, ys = values[0], values[1]
         if not xs:
             continue
-        data.append({
+        style = series_style(name, i)
+        trace = {
             "type": "scatter", "mode": "lines+markers", "x": list(xs), "y": list(ys), "name": html.escape(str(name)),
-            "line": {"color": KIND_COLORS.get(name, palette[i % len(palette)]), "dash": KIND_DASH.get(name, "solid"),
-                     "width": 2},
-            "marker": {"symbol": KIND_SYMBOL.get(name, "circle"), "size": 7},
+            "line": {"color": style.color, "dash": style.dash, "width": 2},
+            "marker": {"symbol": style.marker, "size": 7},
             "hovertemplate": f"{html.escape(str(name))}<br>%{{x:,}}: %{{y:.3~s}}<extra></extra>",
-        })
+        }
+        if name in dashed:
+            trace.update(mode="lines", line={"color": style.color, "dash": "dash", "width": 1.5})
+        if len(values) > 2:
+            lows, highs = values[2]
+            trace["error_y"] = {"type": "data", "symmetric": False, "color": style.color, "thickness": 1.2,
+                                "array": [h - y for h, y in zip(highs, ys)],
+                                "arrayminus": [y - lo for lo, y in zip(lows, ys)]}
+        data.append(trace)
     xaxis = {"title": {"text": xtitle}}
+    if x_integer:
+        xaxis.update(tickmode="linear", dtick=1, tick0=0)
     if log_x:
         xaxis.update(type="log", dtick=math.log10(2) * 2, tickformat=",d")
     yaxis = {"title": {"text": ytitle}}
@@ -230,3 +258,30 @@ def scatter_positions(points, title: str, height: int = 380) -> dict:
         "layout": {"title": {"text": html.escape(title)}, "height": height,
                    "margin": {"l": 40, "r": 10, "t": 40, "b": 40},
                    "xaxis": {"title": {"text": "component 1"}}, "yaxis": {"title": {"text": "component 2"}}}}
+
+
+def logit_lens_figure(lens: dict, tokens: Sequence[str], decode, height: int = 300) -> dict:
+    """The logit lens: for every layer (rows) and position (columns), the next token the model
+    would predict from the residual stream there, written in the cell, shaded by its probability."""
+    probs = np.asarray(lens["probs"])[..., 0]  # (L+1, T)
+    guess = [[token_label(decode([int(t)])) for t in row] for row in np.asarray(lens["tokens"])[..., 0]]
+    T = len(tokens)
+    return {"data": [{
+        "type": "heatmap", "z": np.round(probs, 3).tolist(), "x": list(range(T)), "y": list(lens["layers"]),
+        "zmin": 0.0, "zmax": 1.0, "colorscale": COLORSCALE, "text": guess, "texttemplate": "%{text}",
+        "textfont": {"family": "monospace"}, "colorbar": {"title": {"text": "probability"}, "thickness": 12},
+        "hovertemplate": "%{y}, position %{x}: guesses '%{text}' with p = %{z:.2f}<extra></extra>"}],
+        "layout": {"title": {"text": "logit lens: the next-token guess read from each layer's residual stream"},
+                   "height": height, "margin": {"l": 110, "r": 20, "t": 40, "b": 40},
+                   "xaxis": {**_axis(tokens, (0, 1), "y", T <= 48), "title": {"text": "position (input token)"}},
+                   "yaxis": {"autorange": "reversed", "title": {"text": ""}}}}
+
+
+def residual_norm_figure(lens: dict, tokens: Sequence[str], height: int = 300) -> dict:
+    """The residual stream's norm at each position, one line per layer."""
+    norms = np.asarray(lens["norm"])
+    series = {name: (list(range(len(tokens))), np.round(norms[i], 3).tolist()) for i, name in enumerate(lens["layers"])}
+    fig = lines_figure(series, "residual stream norm per layer", "position", "‖x‖", height=height)
+    fig["layout"]["xaxis"].update(tickmode="array", tickvals=list(range(len(tokens))),
+                                  ticktext=[token_label(t) for t in tokens] if len(tokens) <= 48 else [])
+    return fig

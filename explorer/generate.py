@@ -11,7 +11,6 @@ from .tasks import CharTokenizer
 
 @dataclass
 class Generation:
-    prompt: str  # the text the model was given
     text: str  # what it wrote
     probs: list[float]  # probability the model gave each written character
     ids: list[int]  # prompt + written token ids
@@ -62,4 +61,4 @@ def generate(
         probs.append(float(p[nxt]))
         if stop is not None and ch == stop:
             break
-    return Generation(prompt, "".join(text), probs, idx[0].tolist())
+    return Generation("".join(text), probs, idx[0].tolist())

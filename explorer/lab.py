@@ -1,24 +1,29 @@
 """The Attention Lab's logic, free of any UI: settings -> configs, a training run that a page
-keeps in its session, and the analysis of one input (tokens, attention, generated answer).
+keeps in its session, which model to show after a control changes, and the analysis of one input
+(tokens, attention, generated answer, the model's inside).
 
 The page only reads widgets into ``LabSettings``, calls these functions and draws the results.
 """
 from __future__ import annotations
 
-import itertools
+import uuid
 from dataclasses import dataclass, field, fields
 from typing import Optional
 
 import numpy as np
 import torch
 
+from .attention import ATTENTION
+from .attention.window import dynamic_window_rule
 from .config import ModelConfig
-from .cost import model_attention_flops
+from .cost import model_attention_flops, useful_fraction
 from .figures import md_escape
 from .generate import generate
-from .model import GPT, build_model, same_parameters, with_config
+from .model import GPT, build_model, logit_lens, runtime_fields, same_parameters, with_config
 from .tasks import LETTERS, TASKS, Task
-from .train import TrainConfig, Trainer
+from .jobs import Handle
+from .runs import StopRule, TrainedRun, TrainJob, training_peak_bytes
+from .train import TrainConfig, Trainer, evaluate
 
 WIDTHS = (16, 32, 64, 128, 256)
 
@@ -33,8 +38,9 @@ class LabSettings:
     encoding: str = "learned"  # a name in explorer.encodings.ENCODINGS
     n_layer: int = 2  # transformer blocks
     n_embd: int = 64  # width
-    steps: int = 300  # training steps
+    steps: int = 300  # training steps (at most)
     seed: int = 0  # seeds weights and data
+    until_learned: bool = True  # stop once held-out accuracy stays >= 99% (tasks with right answers)
 
     @property
     def task_obj(self) -> Task:
@@ -59,44 +65,136 @@ class LabSettings:
             raise ValueError(f"steps = {self.steps}: allowed range is 1 to 20000")
         return TrainConfig(steps=self.steps, seed=self.seed)
 
+    def problem(self) -> Optional[str]:
+        """Why these settings cannot make a model, or None."""
+        try:
+            self.model_config()
+            self.train_config()
+        except ValueError as e:
+            return str(e)
+        return None
+
 
 FIELD_NAMES = tuple(f.name for f in fields(LabSettings))
-_run_ids = itertools.count(1)
+HELD_OUT_SEED = 4321  # fresh examples for the stop rule's checks, never the training stream
+
+
+def training_job(settings: LabSettings) -> TrainJob:
+    """The scheduler job that trains these settings. Its key is the full run description, so the
+    same settings are trained once per server, whoever asks. A task with right answers stops once
+    it has learned (held-out accuracy >= 99% for 3 checks in a row) when ``until_learned``."""
+    config, task = settings.model_config(), settings.task_obj
+    stop = StopRule() if settings.until_learned and task.symbolic else None
+
+    def build() -> Trainer:
+        return Trainer(build_model(config, settings.seed), task, settings.length, settings.train_config())
+
+    def held_out(model: GPT) -> float:
+        return evaluate(model, task, settings.length, batches=1, batch_size=256, seed=HELD_OUT_SEED)["accuracy"]
+
+    T = task.context(settings.length)
+    return TrainJob(("lab", settings), f"training {settings.task} ({settings.attention})", build,
+                    training_peak_bytes(config, TrainConfig.batch_size, T), held_out=held_out, stop=stop)
+
+
+@dataclass
+class Shown:
+    """The model a page shows for the current controls, and why."""
+    model: GPT
+    settings: LabSettings  # the settings the shown model answers to
+    note: str = ""  # why this model, when it is not exactly the trained one
+    reread: bool = False  # trained weights read under another kind, window or head count
 
 
 @dataclass
 class LabRun:
-    """One training run: the settings it was started with, its model and its trainer."""
+    """This session's training run: the settings trained, the scheduler's handle while it runs,
+    and the run as it was when this session stopped watching it (kept: nothing is lost)."""
 
     settings: LabSettings
-    config: ModelConfig
-    model: GPT
-    trainer: Trainer
-    id: int = field(default_factory=lambda: next(_run_ids))
+    handle: Optional[Handle] = None
+    holder: object = None  # who holds the handle (this session)
+    frozen: Optional[TrainedRun] = None  # the run as it was when this session stopped it
+    stopped: bool = False
+    _accuracies: dict = field(default_factory=dict, repr=False)
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)  # names this run in the session's caches
 
-    @classmethod
-    def start(cls, settings: LabSettings, text: Optional[str] = None) -> "LabRun":
-        """A fresh model and trainer; progress snapshots watch ``text`` (else the task's example)."""
-        config = settings.model_config()
-        model = build_model(config, settings.seed)
-        task = settings.task_obj
-        if text is None or not check_input(task, config, text, settings.length).ok:
-            text = example(settings)[0]
-        trainer = Trainer(model, task, settings.length, settings.train_config(), watch=watch_ids(task, text))
-        return cls(settings, config, model, trainer)
+    @property
+    def training(self) -> bool:
+        return not self.stopped and self.handle is not None and self.handle.active
+
+    def current(self) -> Optional[TrainedRun]:
+        """The run as far as it got: the finished result, the live view, or the stopped one."""
+        if self.stopped:
+            return self.frozen
+        return self.handle.job.live() if self.handle is not None else None
+
+    def stop(self) -> None:
+        """Keep the run as it is now; the scheduler stops it once no other session watches it."""
+        if not self.stopped:
+            self.frozen, self.stopped = self.current(), True
+            if self.handle is not None:
+                self.handle.release(self.holder)
+
+    @property
+    def config(self) -> ModelConfig:
+        return self.settings.model_config()
 
     def differences(self, settings: LabSettings) -> list[str]:
         """The settings that differ from those this run was trained with."""
         return [n for n in FIELD_NAMES if getattr(settings, n) != getattr(self.settings, n)]
 
-    def view(self, config: ModelConfig) -> tuple[GPT, bool]:
-        """The trained weights read under ``config`` when the parameter shapes allow it (attention
-        kind, window, heads): ``(model, True)``; otherwise the model as trained: ``(model, False)``."""
-        if config == self.config:
-            return self.model, True
-        if same_parameters(config, self.config):
-            return with_config(self.model, config), True
-        return self.model, False
+    def status(self) -> str:
+        run = self.current()
+        if run is None:
+            return "waiting to start"
+        text = f"trained {run.step} of {run.total} steps"
+        if run.learned_at is not None:
+            text += f": **learned at step {run.learned_at}** (held-out accuracy ≥ 99% from then on, so it stopped)"
+        elif run.history:
+            text += f", last training batch accuracy {run.history[-1][2]:.1%}"
+        return text
+
+    def accuracy(self, model: GPT, step: int) -> float:
+        """Token accuracy of ``model`` (these weights, some config) on 64 fresh examples of the
+        trained task; remembered per step and config (at most 32, so a session's memory stays small)."""
+        key = (step, model.config)
+        if key not in self._accuracies:
+            if len(self._accuracies) >= 32:
+                self._accuracies.pop(next(iter(self._accuracies)))
+            self._accuracies[key] = evaluate(model, self.settings.task_obj, self.settings.length, batches=1,
+                                             batch_size=64)["accuracy"]
+        return self._accuracies[key]
+
+    def shown(self, settings: LabSettings, step: Optional[int] = None) -> Optional[Shown]:
+        """The model to show for the controls ``settings`` (at checkpoint ``step`` if given): the
+        trained one; its weights read under the new kind, window or head count when only those
+        changed (with the accuracy that costs); or the trained one with a note when the controls
+        describe a model of other shapes."""
+        run = self.current()
+        if run is None:
+            return None
+        trained = run.model if step is None else run.model_at(step)
+        changed = [c for c in self.differences(settings) if c not in ("steps", "until_learned")]
+        if not changed:
+            return Shown(trained, self.settings)
+        config = None if settings.problem() else settings.model_config()
+        if config is not None and same_parameters(config, self.config) and \
+                set(changed) <= {"attention", "window", "n_head"}:
+            fields_changed = runtime_fields(config, self.config)
+            model = with_config(trained, config)
+            before = self.accuracy(trained, run.step if step is None else step)
+            after = self.accuracy(model, run.step if step is None else step)
+            was = ", ".join(f"{f} = {getattr(self.config, f)}" for f in fields_changed)
+            return Shown(model, settings, reread=True, note=(
+                f"Showing the trained weights read with the new {', '.join(fields_changed)} (trained with {was}); "
+                f"nothing was retrained. Token accuracy on fresh examples: **{after:.0%}** now, {before:.0%} as "
+                "trained" + (" — the weights were learned for the old setting, and that is the price of reading "
+                             "them under a new one." if after < before - 0.02 else ".")
+                + " Press **Train** to train this configuration."))
+        return Shown(trained, self.settings, note=(
+            "The controls describe a different model (" + ", ".join(changed) + " changed). Showing the model you "
+            "trained; press **Train** to train the new one."))
 
 
 def watch_ids(task: Task, text: str) -> torch.Tensor:
@@ -115,6 +213,17 @@ def example(settings: LabSettings) -> tuple[str, str]:
     """The default input (and its answer) for these settings: the same for the same seed."""
     gen = torch.Generator().manual_seed(settings.seed)
     return settings.task_obj.sample(gen, settings.length)
+
+
+def input_to_show(typed: Optional[str], last_example: Optional[str], new_example: str, from_url: bool) -> Optional[str]:
+    """The input box follows the task's example until the user types their own: the new example
+    when the box still holds the last example (or nothing), else ``None`` (keep what is there). A
+    value that came in the link is the user's own."""
+    if from_url or new_example == last_example:
+        return None
+    if typed is None or typed == last_example:
+        return new_example
+    return None
 
 
 @dataclass
@@ -156,11 +265,21 @@ class Analysis:
     probs: list[float]  # the probability it gave each written character
     expected: Optional[str]  # the right answer, where the task has one
     flops: float  # attention FLOPs of one forward pass over the whole sequence
+    useful: float  # the share of those FLOPs the causal pattern uses
+    ids: list[int]  # the token ids of the whole sequence
+    notes: list[str]  # what the kind says about its weights or its window, for this model
+
+    @property
+    def right(self) -> Optional[int]:
+        if self.expected is None:
+            return None
+        return sum(a == b for a, b in zip(self.answer, self.expected))
 
 
 @torch.no_grad()
 def analyze(model: GPT, task: Task, text: str) -> Analysis:
-    """Generate the answer to ``text`` and read the attention over input + answer."""
+    """Generate the answer to ``text`` and read the attention and the residual stream over input +
+    answer."""
     prompt = text + task.separator
     if task.symbolic:
         gen = generate(model, task.tokenizer, prompt, task.answer_length(text))
@@ -168,11 +287,24 @@ def analyze(model: GPT, task: Task, text: str) -> Analysis:
         room = model.config.block_size - len(prompt)
         gen = generate(model, task.tokenizer, prompt, max(1, room), stop=".")
     ids = gen.ids[: model.config.block_size]
-    out = model(torch.tensor([ids]), need_weights=True)
+    idx = torch.tensor([ids])
+    out = model(idx, need_weights=True)
+    cfg = model.config
+    kind = ATTENTION[cfg.attention]
+    notes = [kind.weights_note] if kind.weights_note else []
+    if cfg.attention == "dynamic_window":
+        notes.append("Dynamic window: " + dynamic_window_rule(cfg.block_size, cfg.window) + ".")
     return Analysis(
         tokens=list(task.tokenizer.decode(ids)), attentions=stack([w[0] for w in out.attentions]), answer=gen.text,
-        probs=gen.probs, expected=task.expected(text), flops=model_attention_flops(model.config, len(ids)),
+        probs=gen.probs, expected=task.expected(text), flops=model_attention_flops(cfg, len(ids)),
+        useful=useful_fraction(cfg, len(ids)), ids=ids, notes=notes,
     )
+
+
+@torch.no_grad()
+def inside(model: GPT, analysis: Analysis) -> dict:
+    """The logit lens over the analysed sequence: the guess and the stream's norm per layer."""
+    return logit_lens(model, torch.tensor([analysis.ids]))
 
 
 def untrained(settings: LabSettings) -> GPT:

@@ -1,19 +1,26 @@
 """A small decoder-only transformer (GPT-style, pre-LayerNorm), after nanoGPT's ``model.py``.
 
-    x = tok_emb(idx) + pos.embed(T)
-    for each block:  x = x + attn(ln_1(x));  x = x + mlp(ln_2(x))
-    logits = lm_head(ln_f(x))
+    x = tok_emb(idx) + pos.embed(T)                       embed, pos_embed
+    for each block i:                                     blocks.{i}.resid_pre
+        x = x + attn(ln_1(x))                             blocks.{i}.attn.q/k/v/pattern/z, .attn_out, .resid_mid
+        x = x + mlp(ln_2(x))                              blocks.{i}.mlp_out, .resid_post
+    logits = lm_head(ln_f(x))                             ln_final, logits
 
 The attention kind and the positional encoding are looked up once, by name, from their
-registries. ``forward(..., need_weights=True)`` also returns every layer's and head's attention
-weights, exactly those the kernels applied.
+registries. Every activation on the right is a named hook point (TransformerLens style):
+``forward(idx, capture=[...])`` returns those tensors, exactly the ones the forward pass used, in
+``output.trace``; ``edit={name: fn}`` replaces one on the way (an ablation, say). Unknown names
+fail loudly with the valid ones. Nothing is recorded when nothing is asked.
 
-Papers: Vaswani et al. 2017 (the transformer); Radford et al. 2019 (GPT-2, pre-LN decoder).
+Papers: Vaswani et al. 2017 (the transformer); Radford et al. 2019 (GPT-2, pre-LN decoder);
+nostalgebraist 2020 (the logit lens).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional
+import dataclasses
+import fnmatch
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -23,12 +30,82 @@ from .attention import ATTENTION
 from .config import ModelConfig
 from .encodings import ENCODINGS, PositionalEncoding
 
+BLOCK_HOOKS = ("resid_pre", "attn.q", "attn.k", "attn.v", "attn.pattern", "attn.z", "attn_out", "resid_mid",
+               "mlp_out", "resid_post")
+
+
+def hook_names(n_layer: int, pos_table: bool = True) -> list[str]:
+    """Every hook point of a model with ``n_layer`` blocks, in the order the forward pass meets them
+    (``pos_embed`` only where the encoding adds a table)."""
+    return (["embed"] + (["pos_embed"] if pos_table else []) + [f"blocks.{i}.{h}" for i in range(n_layer)
+                                                                 for h in BLOCK_HOOKS] + ["ln_final", "logits"])
+
+
+class Hooks:
+    """Which activations a forward pass records and which it edits. Names may use ``*`` patterns
+    (``blocks.*.attn.pattern``); a name or pattern that matches no hook point raises ``KeyError``
+    listing the valid names."""
+
+    def __init__(self, valid: list[str], capture: Iterable[str] | bool | None = None,
+                 edit: Optional[dict[str, Callable[[Tensor], Tensor]]] = None):
+        if capture is True:
+            capture = ["*"]
+        self.capture = set(self._expand(valid, capture or ()))
+        self.edit = {}
+        for pattern, fn in (edit or {}).items():
+            for name in self._expand(valid, [pattern]):
+                self.edit[name] = fn
+        self.trace: dict[str, Tensor] = {}
+
+    @staticmethod
+    def _expand(valid: list[str], patterns: Iterable[str]) -> list[str]:
+        out = []
+        for p in patterns:
+            hits = [n for n in valid if fnmatch.fnmatchcase(n, p)]
+            if not hits:
+                raise KeyError(f"no hook point {p!r}; valid: {', '.join(valid)}")
+            out += hits
+        return out
+
+    def wants(self, name: str) -> bool:
+        return name in self.capture
+
+    def __call__(self, name: str, x: Tensor) -> Tensor:
+        fn = self.edit.get(name)
+        if fn is not None:
+            x = fn(x)
+        if name in self.capture:
+            self.trace[name] = x
+        return x
+
+
+class NoHooks:
+    """The forward pass's default: records nothing, edits nothing."""
+    trace: dict = {}
+
+    @staticmethod
+    def wants(name: str) -> bool:
+        return False
+
+    @staticmethod
+    def __call__(name: str, x: Tensor) -> Tensor:
+        return x
+
+
+NO_HOOKS = NoHooks()
+
 
 @dataclass
 class ModelOutput:
     logits: Tensor  # (B, T, vocab)
     loss: Optional[Tensor] = None  # mean cross-entropy over targets != -100
-    attentions: Optional[list[Tensor]] = None  # n_layer tensors (B, nh, T, T), when asked
+    trace: dict = field(default_factory=dict)  # hook name -> tensor, for the names asked
+
+    @property
+    def attentions(self) -> Optional[list[Tensor]]:
+        """Every layer's ``(B, nh, T, T)`` attention weights, when they were captured."""
+        names = sorted((n for n in self.trace if n.endswith(".attn.pattern")), key=lambda n: int(n.split(".")[1]))
+        return [self.trace[n] for n in names] or None
 
 
 class CausalSelfAttention(nn.Module):
@@ -37,17 +114,19 @@ class CausalSelfAttention(nn.Module):
         self.config = config
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd)  # q, k, v for all heads at once
         self.c_proj = nn.Linear(config.n_embd, config.n_embd)
-        self.kernel = ATTENTION[config.attention].fn
+        self.kind = ATTENTION[config.attention]
 
-    def forward(self, x: Tensor, pos: PositionalEncoding, need_weights: bool = False):
+    def forward(self, x: Tensor, pos: PositionalEncoding, hook=NO_HOOKS, name: str = "") -> Tensor:
         B, T, C = x.shape
         nh, hs = self.config.n_head, self.config.head_dim
         q, k, v = self.c_attn(x).split(C, dim=2)
         q, k, v = (t.view(B, T, nh, hs).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
-        q, k = pos.rotate(q, k)
-        result = self.kernel(q, k, v, self.config, pos.slopes(), need_weights)
-        y = result.out.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side again
-        return self.c_proj(y), result.weights
+        q, k, v = hook(f"{name}.q", q), hook(f"{name}.k", k), hook(f"{name}.v", v)
+        result = self.kind.attend(q, k, v, self.config, pos, need_weights=hook.wants(f"{name}.pattern"))
+        if result.weights is not None:
+            hook(f"{name}.pattern", result.weights)
+        z = hook(f"{name}.z", result.out)  # (B, nh, T, hs): each head's weighted sum of values
+        return self.c_proj(z.transpose(1, 2).contiguous().view(B, T, C))  # heads side by side, projected
 
 
 class MLP(nn.Module):
@@ -68,11 +147,11 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd)
         self.mlp = MLP(config)
 
-    def forward(self, x: Tensor, pos: PositionalEncoding, need_weights: bool = False):
-        a, weights = self.attn(self.ln_1(x), pos, need_weights)
-        x = x + a
-        x = x + self.mlp(self.ln_2(x))
-        return x, weights
+    def forward(self, x: Tensor, pos: PositionalEncoding, hook=NO_HOOKS, name: str = "") -> Tensor:
+        x = hook(f"{name}.resid_pre", x)
+        x = hook(f"{name}.resid_mid", x + hook(f"{name}.attn_out", self.attn(self.ln_1(x), pos, hook, f"{name}.attn")))
+        x = hook(f"{name}.resid_post", x + hook(f"{name}.mlp_out", self.mlp(self.ln_2(x))))
+        return x
 
 
 class GPT(nn.Module):
@@ -97,21 +176,30 @@ class GPT(nn.Module):
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def forward(self, idx: Tensor, targets: Optional[Tensor] = None, need_weights: bool = False) -> ModelOutput:
+    def hook_names(self) -> list[str]:
+        return hook_names(self.config.n_layer, type(self.pos).embed is not PositionalEncoding.embed)
+
+    def forward(self, idx: Tensor, targets: Optional[Tensor] = None, need_weights: bool = False,
+                capture: Iterable[str] | bool | None = None,
+                edit: Optional[dict[str, Callable[[Tensor], Tensor]]] = None) -> ModelOutput:
+        """Logits (and the loss, given targets). ``capture``: hook names (or ``*`` patterns, or
+        True for all) to return in ``output.trace``; ``edit``: name -> function replacing that
+        activation; ``need_weights``: shorthand for capturing every layer's attention pattern."""
+        if need_weights:
+            capture = list(capture or []) + ["blocks.*.attn.pattern"] if capture is not True else True
+        hook = Hooks(self.hook_names(), capture, edit) if (capture or edit) else NO_HOOKS
         B, T = idx.shape
-        x = self.wte(idx)  # (B, T, C)
+        x = hook("embed", self.wte(idx))  # (B, T, C)
         pe = self.pos.embed(T, idx.device)
         if pe is not None:
-            x = x + pe
-        attentions = []
-        for block in self.blocks:
-            x, weights = block(x, self.pos, need_weights)
-            attentions.append(weights)
-        logits = self.lm_head(self.ln_f(x))  # (B, T, vocab)
+            x = x + hook("pos_embed", pe)
+        for i, block in enumerate(self.blocks):
+            x = block(x, self.pos, hook, f"blocks.{i}")
+        logits = hook("logits", self.lm_head(hook("ln_final", self.ln_f(x))))  # (B, T, vocab)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100)
-        return ModelOutput(logits, loss, attentions if need_weights else None)
+        return ModelOutput(logits, loss, dict(hook.trace))
 
 
 def build_model(config: ModelConfig, seed: int = 0) -> GPT:
@@ -123,13 +211,37 @@ def build_model(config: ModelConfig, seed: int = 0) -> GPT:
 
 def with_config(model: GPT, config: ModelConfig) -> GPT:
     """The same trained weights read under another config that keeps every parameter's shape
-    (another attention kind, window or head count): a change that needs no retraining."""
+    (another attention kind, window or head count): a new module, the weights copied."""
     clone = GPT(config)
     clone.load_state_dict(model.state_dict())
     return clone.eval()
 
 
+PARAMETER_FIELDS = ("vocab_size", "block_size", "n_layer", "n_embd", "encoding")  # fields that shape parameters
+
+
 def same_parameters(a: ModelConfig, b: ModelConfig) -> bool:
     """Whether two configs have parameters of the same names and shapes."""
-    keys = ("vocab_size", "block_size", "n_layer", "n_embd", "encoding")
-    return all(getattr(a, k) == getattr(b, k) for k in keys)
+    return all(getattr(a, k) == getattr(b, k) for k in PARAMETER_FIELDS)
+
+
+def runtime_fields(a: ModelConfig, b: ModelConfig) -> list[str]:
+    """The fields that differ between two configs of the same parameters: the ones a trained model
+    can be read under without retraining (attention kind, window, heads, ...)."""
+    return [f.name for f in dataclasses.fields(a) if getattr(a, f.name) != getattr(b, f.name)]
+
+
+@torch.no_grad()
+def logit_lens(model: GPT, idx: Tensor, top: int = 1) -> dict:
+    """The next-token guess read from the residual stream after the embedding and after each
+    block (through the final LayerNorm and the unembedding, as the model reads its last one), for
+    one sequence ``idx`` (1, T). Returns ``{"layers": names, "tokens": (L+1, T, top) ids,
+    "probs": (L+1, T, top), "norm": (L+1, T)}``, the last being the residual stream's norm."""
+    L = model.config.n_layer
+    trace = model(idx, capture=["blocks.*.resid_pre", f"blocks.{L - 1}.resid_post"]).trace
+    resid = torch.stack([trace[f"blocks.{i}.resid_pre"][0] for i in range(L)]
+                        + [trace[f"blocks.{L - 1}.resid_post"][0]])  # (L+1, T, C)
+    probs = torch.softmax(model.lm_head(model.ln_f(resid)), dim=-1)
+    p, ids = probs.topk(top, dim=-1)
+    return {"layers": ["embedding"] + [f"after block {i}" for i in range(L)], "tokens": ids.numpy(),
+            "probs": p.numpy(), "norm": resid.norm(dim=-1).numpy()}

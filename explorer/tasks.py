@@ -32,7 +32,6 @@ class UnknownCharacters(ValueError):
 
     def __init__(self, chars: list[str], vocab: str):
         self.chars = chars
-        self.vocab = vocab
         shown = ", ".join(repr(c) for c in chars)
         super().__init__(f"unknown characters {shown}: this task's vocabulary is {vocab!r}")
 
@@ -69,7 +68,6 @@ class Task:
     input_chars: str  # what a user may type
     separator: str  # appended to a user's input before the answer ("" for none)
     make: Callable[[Tensor], Tensor] | None  # symbolic: (B, L) ids -> (B, L) answer ids
-    default_length: int = 16
 
     @property
     def tokenizer(self) -> CharTokenizer:
@@ -110,6 +108,23 @@ class Task:
         src = torch.randint(0, len(LETTERS), (1, length), generator=gen)
         tok = self.tokenizer
         return tok.decode(src[0]), tok.decode(self.make(src)[0])
+
+    def lookback(self, length: int, samples: int = 8) -> tuple[int, int] | None:
+        """How far back each answer token's source lies from the position that predicts it, as
+        ``(fewest, most)`` tokens back, computed from the task's own definition on inputs of
+        distinct letters (``None`` for the toy language). Copy at length n needs exactly n back:
+        a window of n + 1 keys (the position itself and the n before it)."""
+        if not self.symbolic or length > len(LETTERS):
+            return None
+        gen = torch.Generator().manual_seed(0)
+        first = length + len(self.separator) - 1  # the position that predicts the first answer token
+        found = set()
+        for _ in range(samples):
+            src = torch.randperm(len(LETTERS), generator=gen)[:length][None]
+            answer = self.make(src)[0].tolist()
+            where = {tok: i for i, tok in enumerate(src[0].tolist())}
+            found |= {first + t - where[tok] for t, tok in enumerate(answer)}
+        return min(found), max(found)
 
     def expected(self, text: str) -> str | None:
         """The right answer for a user's input, where the task defines one."""
@@ -186,5 +201,5 @@ def _grammar_batch(task: Task, gen: torch.Generator, batch_size: int, T: int):
 TASKS.register("grammar")(Task(
     "grammar", "Toy language",
     "Sentences from a small grammar ('the red fox chases a bird.'). Start a sentence; the model finishes it.",
-    chars=" ." + LETTERS, input_chars=" ." + LETTERS, separator="", make=None, default_length=16,
+    chars=" ." + LETTERS, input_chars=" ." + LETTERS, separator="", make=None,
 ))

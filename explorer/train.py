@@ -1,8 +1,8 @@
 """Training (AdamW, seeded, resumable in slices) and evaluation.
 
 ``Trainer`` keeps its model, optimiser, data generator and history, so a page can run it a slice
-at a time between redraws, stop it, and pick it up again. ``Trainer.run`` calls back every
-``every`` steps with a ``Progress``: the loss so far and a snapshot of the attention weights on a
+at a time between redraws (``advance``), stop it, and pick it up again. ``Trainer.run`` calls back
+every ``every`` steps with a ``Progress``: the loss so far and a snapshot of the attention weights on a
 fixed example, so a caller can watch the maps form.
 """
 from __future__ import annotations
@@ -94,35 +94,35 @@ class Trainer:
         with torch.no_grad():
             return [w[0] for w in self.model(self.watch, need_weights=True).attentions]
 
-    def run(
-        self,
-        steps: Optional[int] = None,
-        seconds: Optional[float] = None,
-        callback: Optional[Callable[[Progress], None]] = None,
-        every: int = 50,
-    ) -> Progress:
+    def advance(self, steps: Optional[int] = None, seconds: Optional[float] = None) -> Progress:
         """Train for up to ``steps`` more steps (default: to the end) or ``seconds`` of wall time,
-        whichever comes first; call ``callback`` every ``every`` steps and at the end."""
+        whichever comes first; the ``Progress`` holds the mean loss and accuracy of these steps."""
         target = self.config.steps if steps is None else min(self.config.steps, self.step + steps)
         t0 = time.perf_counter()
         losses, accs = [], []
-        progress = Progress(self.step, self.config.steps, float("nan"), float("nan"))
         while self.step < target:
             loss, acc = self.train_step()
             losses.append(loss)
             accs.append(acc)
             self.history.append((self.step, loss, acc))
-            last = self.step >= target or (seconds is not None and time.perf_counter() - t0 >= seconds)
-            if last or self.step % every == 0:
-                progress = Progress(self.step, self.config.steps, sum(losses) / len(losses), sum(accs) / len(accs))
-                losses, accs = [], []
-                if callback is not None:
-                    progress.attentions = self.snapshot()
-                    callback(progress)
-            if last:
+            if seconds is not None and time.perf_counter() - t0 >= seconds:
                 break
         self.seconds += time.perf_counter() - t0
         self.model.eval()
+        mean = lambda xs: sum(xs) / len(xs) if xs else float("nan")  # noqa: E731
+        return Progress(self.step, self.config.steps, mean(losses), mean(accs))
+
+    def run(self, steps: Optional[int] = None, callback: Optional[Callable[[Progress], None]] = None,
+            every: int = 50) -> Progress:
+        """Train ``steps`` more steps (default: to the end), calling ``callback`` every ``every``
+        steps and at the end with the progress and a snapshot of the watched example's attention."""
+        target = self.config.steps if steps is None else min(self.config.steps, self.step + steps)
+        progress = Progress(self.step, self.config.steps, float("nan"), float("nan"))
+        while self.step < target:
+            progress = self.advance(min(every - self.step % every, target - self.step))
+            if callback is not None:
+                progress.attentions = self.snapshot()
+                callback(progress)
         return progress
 
 

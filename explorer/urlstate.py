@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-# parameters that are not widgets: the lesson shown, and whether a view was trained / measured
-RESERVED = {"lesson", "lab_trained", "cx_measured", "pe_ran", "embed", "embed_options"}
+from .pages import reserved_params
 
 
 def _applied(raw: list[str], value: Any) -> bool:
@@ -33,8 +32,9 @@ def notices(before: Mapping[str, list[str]], after: Mapping[str, list[str]], sta
     """``(messages, unknown)``: a message for each parameter that was ignored, and the names that
     match no control (to remove from the URL)."""
     messages, unknown = [], []
+    reserved = reserved_params()
     for name, raw in before.items():
-        if name in RESERVED:
+        if name in reserved:
             continue
         shown = ", ".join(raw)
         if len(shown) > 40:

@@ -27,17 +27,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class Server(str):
+    """The base URL of a running app server (a string), with its process id for callers that watch it."""
+    pid: int = 0
+
+
 @contextlib.contextmanager
-def app_server(port: int | None = None, timeout: float = 60.0, quiet: bool = True):
-    """Start ``streamlit run app.py`` on 127.0.0.1 and yield its base URL; stop it afterwards."""
+def app_server(port: int | None = None, timeout: float = 60.0, quiet: bool = True, env: dict | None = None):
+    """Start ``streamlit run app.py`` on 127.0.0.1 and yield its base URL (a ``Server``: ``.pid``
+    is the server's process); stop it afterwards."""
     port = port or free_port()
     cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port),
            "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
            "--server.fileWatcherType", "none", "--global.developmentMode", "false"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL if quiet else subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
-    app_server.last_pid = proc.pid  # for callers that watch the server (memory)
-    base = f"http://127.0.0.1:{port}"
+                            stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+    base = Server(f"http://127.0.0.1:{port}")
+    base.pid = proc.pid
     try:
         deadline = time.time() + timeout
         while True:
@@ -91,15 +97,29 @@ def offline_context(browser, **kw):
     return context
 
 
+IDLE = "[data-testid='stApp'][data-test-script-state='notRunning']"
+
+
 def wait_until_idle(page, timeout: float = 60_000) -> None:
-    """Wait until Streamlit has finished running the script and drawn what it sent."""
-    page.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']", timeout=timeout)
-    page.wait_for_timeout(300)
-    page.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']", timeout=timeout)
+    """Wait until Streamlit has finished running the script and drawn what it sent, and no job is
+    running behind a live view (no progress bar: training, measuring and experiments show one)."""
+    deadline = time.time() + timeout / 1000
+    calm = 0
+    while calm < 2:
+        page.wait_for_selector(IDLE, timeout=max(1, (deadline - time.time()) * 1000))
+        busy = page.locator("[data-testid='stProgress']").count() > 0
+        calm = 0 if busy else calm + 1
+        if time.time() > deadline:
+            raise TimeoutError("the page did not become idle in time")
+        page.wait_for_timeout(300)
+
+
+DRAWN = ("Array.from(document.querySelectorAll(\"[data-testid='stPlotlyChart']\"))"
+         ".filter(c => c.querySelector('.main-svg') && c.offsetParent !== null).length")
 
 
 def wait_for_charts(page, count: int = 1, timeout: float = 30_000) -> int:
-    """Wait until plotly has drawn at least ``count`` charts (it draws after Streamlit is idle)."""
-    selector = "[data-testid='stPlotlyChart'] .main-svg"
-    page.wait_for_function(f"document.querySelectorAll(\"{selector}\").length >= {count}", timeout=timeout)
-    return page.locator(selector).count()
+    """Wait until plotly has drawn at least ``count`` visible charts (it draws after Streamlit is
+    idle); returns how many are drawn."""
+    page.wait_for_function(f"{DRAWN} >= {count}", timeout=timeout)
+    return page.evaluate(DRAWN)

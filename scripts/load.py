@@ -150,7 +150,7 @@ def main() -> None:
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
     with app_server() as base:
-        pid = app_server.last_pid
+        pid = base.pid
         result = asyncio.run(main_async(args, base, pid))
     print(f"{result['completed']}/{result['sessions']} sessions completed without an error; control change -> render "
           f"done: p50 {result['p50_s']} s, p95 {result['p95_s']} s, max {result['max_s']} s; server peak memory "

@@ -1,9 +1,11 @@
-"""Screenshot docs: every page and every lesson, from the app served locally, in Debian's Chromium.
+"""Screenshot docs: every page's recipes (from the page list) and every lesson, from the app served
+locally, in Debian's Chromium; and the reference of every attention kind and encoding, read from
+the registries.
 
-    python scripts/screenshots.py [--only NAME ...]
+    python scripts/screenshots.py [--only NAME ...] [--reference-only]
 
-Writes docs/img/<page-or-lesson>.png and docs/README.md (the gallery). Each shot waits until
-Streamlit has finished running (training, measuring and experiments included) and plotly has
+Writes docs/img/<name>.png and docs/README.md (the gallery, then the reference). Each shot waits
+until Streamlit has finished running (training, measuring and experiments included) and plotly has
 drawn. Requests off this machine are blocked, as in an offline classroom.
 """
 import argparse
@@ -13,50 +15,71 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from explorer.attention import ATTENTION, REFERENCES  # noqa: E402
+from explorer.encodings import ENCODINGS  # noqa: E402
 from explorer.lessons import LESSONS  # noqa: E402
-from scripts.appserver import app_server, chromium, offline_context, wait_for_charts, wait_until_idle  # noqa: E402
+from explorer.pages import PAGES, Shot  # noqa: E402
 
 OUT = ROOT / "docs" / "img"
 
-# name, path + query, charts to wait for, one line for the gallery, browser options
-SHOTS = [
-    ("attention_lab", "/?lab_trained=1", 3,
-     "Attention Lab after training on reverse: the loss curve, the output shaded by probability, the anti-diagonal.", {}),
-    ("attention_lab_untrained", "/", 2, "Attention Lab on first open: an untrained model's attention is a blur.", {}),
-    ("attention_lab_presentation", "/?lab_trained=1&present=true", 3,
-     "Presentation mode: bigger text for a projector, sidebar collapsed.", {}),
-    ("attention_lab_dark", "/?lab_trained=1", 3, "The dark theme (the viewer's system setting, or the settings menu).",
-     {"color_scheme": "dark"}),
-    ("complexity", "/complexity", 2, "Complexity: attention FLOPs and memory in theory, before measuring.", {}),
-    ("positions", "/positions", 6, "Positional encodings: sinusoidal table and similarity, RoPE, ALiBi.", {}),
-] + [
-    (f"lesson_{lid}", f"/?lesson={lid}", 2, f"Lesson: {LESSONS[lid].title}.", {}) for lid in LESSONS.names()
-]
+
+def shots() -> list[tuple[str, Shot]]:
+    """``(path, shot)`` for every page's recipes, then one per lesson (opened from the landing page)."""
+    out = [(page.path, shot) for page in PAGES.values() for shot in page.shots]
+    out += [("/", Shot(f"lesson_{lid}", f"?lesson={lid}", 2, f"Lesson: {LESSONS[lid].title}."))
+            for lid in LESSONS.names()]
+    return out
+
+
+def reference_markdown() -> str:
+    """Every attention kind, reference kernel and positional encoding, from its registry entry."""
+    lines = ["## Reference: attention kinds", "",
+             "Each kind is one registry entry (`explorer/attention/`); every page, formula and benchmark reads it.",
+             ""]
+    for kind in ATTENTION.values():
+        size = f" Size control: *{kind.size_control.label}*." if kind.size_control else ""
+        lines += [f"- **{kind.name}** — {kind.summary}. {kind.theory}{size} ({kind.paper})"]
+    for ref in REFERENCES.values():
+        lines += [f"- {ref.theory} ({ref.paper})"]
+    lines += ["", "## Reference: positional encodings", ""]
+    for cls in ENCODINGS.values():
+        past = "" if cls.extrapolates else " Cannot be evaluated past its training length."
+        lines += [f"- **{cls.name}** — {cls.summary}.{past} ({cls.paper})"]
+    return "\n".join(lines) + "\n"
+
+
+def gallery_markdown() -> str:
+    lines = ["# Screenshot gallery", "",
+             "Made by `python scripts/screenshots.py` from the app itself, in headless Chromium, offline.", ""]
+    for path, shot in shots():
+        lines += [f"## {shot.name}", "", f"{shot.caption} (`{path.rstrip('/')}/{shot.query}`)".replace("//", "/"), "",
+                  f"![{shot.name}](img/{shot.name}.png)", ""]
+    return "\n".join(lines) + "\n" + reference_markdown()
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--only", nargs="*", help="names of shots to retake")
+    ap.add_argument("--reference-only", action="store_true", help="rewrite docs/README.md only, no browser")
     args = ap.parse_args()
-    OUT.mkdir(parents=True, exist_ok=True)
-    with app_server() as base, chromium() as browser:
-        for name, path, charts, _, options in SHOTS:
-            if args.only and name not in args.only:
-                continue
-            ctx = offline_context(browser, viewport={"width": 1400, "height": 2000}, **options)
-            page = ctx.new_page()
-            page.goto(base + path)
-            wait_until_idle(page, timeout=300_000)
-            wait_for_charts(page, charts)
-            page.wait_for_timeout(800)
-            page.screenshot(path=str(OUT / f"{name}.png"))
-            ctx.close()
-            print(name)
-    lines = ["# Screenshot gallery", "",
-             "Made by `python scripts/screenshots.py` from the app itself, in headless Chromium, offline.", ""]
-    for name, path, _, line, _ in SHOTS:
-        lines += [f"## {name}", "", f"{line} (`{path}`)", "", f"![{name}](img/{name}.png)", ""]
-    (ROOT / "docs" / "README.md").write_text("\n".join(lines))
+    if not args.reference_only:
+        from scripts.appserver import app_server, chromium, offline_context, wait_for_charts, wait_until_idle
+
+        OUT.mkdir(parents=True, exist_ok=True)
+        with app_server() as base, chromium() as browser:
+            for path, shot in shots():
+                if args.only and shot.name not in args.only:
+                    continue
+                ctx = offline_context(browser, viewport={"width": 1400, "height": 2000}, **shot.options)
+                page = ctx.new_page()
+                page.goto(base + path + shot.query)
+                wait_until_idle(page, timeout=300_000)
+                wait_for_charts(page, shot.charts)
+                page.wait_for_timeout(800)
+                page.screenshot(path=str(OUT / f"{shot.name}.png"))
+                ctx.close()
+                print(shot.name)
+    (ROOT / "docs" / "README.md").write_text(gallery_markdown())
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """Helpers to drive pages with streamlit.testing.v1.AppTest and read back what they drew."""
 import json
+import time
 from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
@@ -31,3 +32,14 @@ def iframes(at: AppTest) -> list[str]:
 
 def texts(elements) -> list[str]:
     return [e.value for e in elements]
+
+
+def run_until(at: AppTest, busy, timeout_s: float = 180.0, poll_s: float = 0.2) -> AppTest:
+    """Rerun the page until ``busy(at)`` is false: AppTest has no browser to trigger the timed
+    reruns of a live fragment, so a test reruns the page itself while a job runs."""
+    deadline = time.monotonic() + timeout_s
+    while busy(at):
+        assert time.monotonic() < deadline, "the job did not finish in time"
+        time.sleep(poll_s)
+        at.run()
+    return at

@@ -6,6 +6,7 @@ from urllib.parse import quote
 import pytest
 from playwright.sync_api import expect
 
+from explorer.pages import PAGES
 from scripts.appserver import offline_context, wait_for_charts, wait_until_idle
 
 
@@ -42,11 +43,14 @@ def pick(page, label: str, option: str) -> None:
     wait_until_idle(page)
 
 
-@pytest.mark.parametrize("path,charts", [("/", 3), ("/complexity", 2), ("/positions", 6)])
-def test_every_page_loads_clean_and_draws(page, server, path, charts):
-    page.goto(server + path)
+@pytest.mark.parametrize("spec", PAGES.values(), ids=PAGES.names())
+def test_every_page_loads_clean_and_draws_with_the_shell(page, server, spec):
+    page.goto(server + spec.path)
     wait_until_idle(page)
-    assert wait_for_charts(page, charts) >= charts
+    assert wait_for_charts(page, spec.charts) >= spec.charts
+    sidebar = page.get_by_test_id("stSidebar")
+    assert sidebar.get_by_text("Lessons", exact=True).count() == 1  # the shell, before anything is run
+    assert sidebar.get_by_text("Presentation mode").count() == 1
     assert page.locator("[data-testid='stException']").count() == 0
     assert not page.errors
 

@@ -4,9 +4,11 @@ import json
 import pytest
 import torch
 
-from apptest_helpers import assert_clean, open_page, plotly_specs, texts
+from apptest_helpers import assert_clean, open_page, plotly_specs, run_until, texts
 from explorer import bench
-from explorer.measure import SweepSettings, crossover, loglog_slope, peak_memory, summary, sweep
+from explorer.jobs import Scheduler
+from explorer.measure import (Row, SweepJob, SweepResult, SweepSettings, all_kinds, crossover, loglog_slope,
+                              peak_memory, summary, sweep)
 
 
 def test_peak_memory_is_measured_from_allocations():
@@ -39,8 +41,32 @@ def test_sweep_measures_and_skips_within_budget():
     # linear memory grows linearly: doubling N doubles the peak
     ns, mem = r.series("linear", "peak_bytes")
     assert loglog_slope(ns, mem, lo=64) == pytest.approx(1.0, abs=0.15)
-    assert crossover(r, "linear", "sdpa") is None or crossover(r, "linear", "sdpa") >= 64
     assert {row["kind"] for row in summary(r)} == {"softmax", "linear", "sdpa"}
+    # each skipped point carries its own estimate
+    reasons = [sk.reason for sk in r.skipped if sk.kind == "softmax"]
+    assert len(set(reasons)) == len(reasons)
+
+
+def rows(kind, spans):
+    """Rows of one kind at N = 128, 256, ... with (fastest, median, slowest) times."""
+    return [Row(kind, 128 * 2 ** i, med, 1, "forward", lo, hi, 3) for i, (lo, med, hi) in enumerate(spans)]
+
+
+def test_crossover_counts_only_points_whose_spreads_allow_it():
+    r = SweepResult(SweepSettings(kinds=("softmax", "linear")), "cpu")
+    r.rows = rows("softmax", [(4, 5, 6), (5, 6, 7), (30, 32, 34), (120, 125, 130)]) + \
+        rows("linear", [(9, 10, 11), (9, 10, 11), (10, 11, 12), (12, 13, 14)])
+    # slower at 128 and 256, faster from 512: the sign change is interpolated between 256 and 512
+    assert 256 < crossover(r, "linear") < 512
+    # a noisy softmax point at 128 (80 ms, spread 5-90) does not make linear "faster from 128"
+    r.rows[0] = Row("softmax", 128, 80, 1, "forward", 5, 90, 9)
+    assert crossover(r, "linear") > 256
+    # when the point before could not tell, the crossover is the first clearly faster length
+    r.rows[1] = Row("softmax", 256, 10.5, 1, "forward", 9, 12, 9)
+    assert crossover(r, "linear") == 512
+    # never clearly faster: no crossover
+    r.rows[-1] = Row("linear", 1024, 200, 1, "forward", 190, 210, 3)
+    assert crossover(r, "linear") is None
 
 
 def test_benchmark_json_schema(tmp_path, capsys):
@@ -49,9 +75,10 @@ def test_benchmark_json_schema(tmp_path, capsys):
     data = json.loads(out.read_text())
     assert isinstance(data["device"], str) and data["device"]
     kinds = {r["kind"] for r in data["results"]}
-    assert kinds == {"softmax", "sliding_window", "dynamic_window", "block_sparse", "linear", "sdpa"}
+    assert kinds == set(all_kinds())
     for row in data["results"]:
-        assert set(row) == {"kind", "n", "ms", "peak_bytes", "pass"}
+        assert {"kind", "n", "ms", "peak_bytes", "pass"} <= set(row)
+        assert row["ms_min"] <= row["ms"] <= row["ms_max"]
         assert isinstance(row["n"], int) and isinstance(row["ms"], float) and isinstance(row["peak_bytes"], int)
         assert row["pass"] == "forward" and row["n"] in (128, 256)
     assert "sdpa" in capsys.readouterr().out
@@ -66,7 +93,8 @@ def test_complexity_page_small_sweep():
     at.sidebar.number_input(key="cx_repeats").set_value(1)
     at.sidebar.number_input(key="cx_mem_budget").set_value(0.1)
     at.run()
-    at.button(key="cx_measure").click().run(timeout=120)
+    at.button(key="cx_measure").click().run()
+    run_until(at, lambda a: a.session_state["cx_handle"].active)
     assert_clean(at)
     specs = plotly_specs(at)
     measured = next(s for s in specs if "Wall time" in s["layout"]["title"]["text"])
@@ -74,21 +102,34 @@ def test_complexity_page_small_sweep():
     assert names == {"softmax", "sliding_window", "linear", "sdpa"}
     sdpa = next(t for t in measured["data"] if t["name"] == "sdpa")
     assert sdpa["x"] == [128, 256, 512, 1024, 2048] and all(y > 0 for y in sdpa["y"])
+    assert "error_y" in sdpa  # whiskers: the fastest and slowest call
     assert any("Skipped" in w and "softmax at N = 2,048" in w for w in texts(at.warning))  # over 0.1 GB
     assert at.dataframe[0].value.shape[0] == 4
-    # a second visit with the same settings is served from the cache
+    reading = next(m.value for m in at.markdown if m.value.startswith("**Reading the plots"))
+    assert "of the time it needs without a mask" in reading  # the sdpa causal/no-mask measurement
+    # a second visit with the same settings is served from the shared result
     at.run()
     assert len(plotly_specs(at)) == 4
 
 
+def test_a_second_session_gets_the_shared_sweep_at_once():
+    scheduler = Scheduler(workers=1)
+    s = SweepSettings(kinds=("linear",), min_n=128, max_n=256, repeats=1)
+    first = scheduler.submit(SweepJob(s, scheduler.budget), "student 1")
+    assert first.wait(120) == "done"
+    second = scheduler.submit(SweepJob(s, scheduler.budget), "student 2")
+    assert second is first and second.done and len(second.result().rows) == 2
+    scheduler.shutdown()
+
+
 def test_complexity_page_rejects_impossible_settings():
     at = open_page("pages/complexity.py")
-    at.sidebar.selectbox(key="cx_heads").set_value(16)
-    at.sidebar.select_slider(key="cx_width").set_value(16)  # head size 1 is fine; 16 heads of 16 wide
+    at.sidebar.select_slider(key="cx_width").set_value(16)
+    at.sidebar.selectbox(key="cx_heads").set_value(16)  # head size 1 is fine: 16 heads of width 1
     at.run()
     assert_clean(at)
-    at.sidebar.select_slider(key="cx_width").set_value(32)
-    at.sidebar.selectbox(key="cx_heads").set_value(16)
+    assert not at.warning and len(plotly_specs(at)) == 2
+    at.sidebar.select_slider(key="cx_width").set_value(64)
     at.sidebar.multiselect(key="cx_kinds").set_value([])
     at.run()
     assert_clean(at)

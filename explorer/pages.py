@@ -1,0 +1,85 @@
+"""The page list: every page of the app, one entry each.
+
+A page is one file in ``pages/`` plus one entry here. ``app.py`` builds its navigation from this
+list, ``explorer.urlstate`` learns which URL parameters are not widgets, the lessons are checked
+against it, ``scripts/screenshots.py`` takes its screenshots from each entry's recipes, and the
+browser tests open every page it names.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .registry import Registry
+
+
+@dataclass(frozen=True)
+class Shot:
+    """One screenshot for the docs: ``docs/img/<name>.png`` of the page opened with ``query``."""
+    name: str
+    query: str  # "?lab_trained=1", "" for the plain page
+    charts: int  # plotly charts to wait for before taking it
+    caption: str  # one line for the gallery
+    options: dict = field(default_factory=dict)  # browser context options, e.g. {"color_scheme": "dark"}
+
+
+@dataclass(frozen=True)
+class PageSpec:
+    id: str  # the page's URL path ("" only for the default page's own path) and its name in lessons
+    title: str
+    file: str  # the script in pages/
+    icon: str  # a Material icon
+    prefix: str  # every session and URL key the page owns starts with this
+    charts: int  # plotly charts it shows on first open, before any training or measuring (hidden tabs aside)
+    reserved: tuple[str, ...] = ()  # URL parameters it sets that are not widgets (a finished view's flag)
+    shots: tuple[Shot, ...] = ()
+    default: bool = False  # the landing page, served at "/"
+    order: int = 0
+
+    @property
+    def path(self) -> str:
+        """The page's URL path, as a browser opens it."""
+        return "/" if self.default else f"/{self.id}"
+
+
+PAGES: Registry[PageSpec] = Registry("page", order=lambda p: p.order)
+GLOBAL_PARAMS = ("lesson", "embed", "embed_options")  # URL parameters of the app itself, not of a page
+
+
+def add(page: PageSpec) -> PageSpec:
+    return PAGES.add(page.id, page)
+
+
+add(PageSpec(
+    "attention_lab", "Attention Lab", "pages/attention_lab.py", ":material/hub:", "lab_", charts=2,
+    reserved=("lab_trained",), default=True, order=0, shots=(
+        Shot("attention_lab", "?lab_trained=1", 3,
+             "Attention Lab after training on reverse: the loss curve, the output shaded by probability, the "
+             "anti-diagonal."),
+        Shot("attention_lab_untrained", "", 2, "Attention Lab on first open: an untrained model's attention is a blur."),
+        Shot("attention_lab_presentation", "?lab_trained=1&present=true", 3,
+             "Presentation mode: bigger text for a projector, sidebar collapsed."),
+        Shot("attention_lab_dark", "?lab_trained=1", 3,
+             "The dark theme (the viewer's system setting, or the settings menu).", {"color_scheme": "dark"}),
+    )))
+add(PageSpec(
+    "complexity", "Complexity", "pages/complexity.py", ":material/speed:", "cx_", charts=2,
+    reserved=("cx_measured",), order=10, shots=(
+        Shot("complexity", "", 2, "Complexity: attention FLOPs and memory in theory, before measuring."),
+    )))
+add(PageSpec(
+    "positions", "Positional encodings", "pages/positions.py", ":material/straighten:", "pe_", charts=2,
+    reserved=("pe_ran",), order=20, shots=(
+        Shot("positions", "", 2, "Positional encodings: sinusoidal table and similarity, RoPE, ALiBi."),
+    )))
+
+
+def reserved_params() -> set[str]:
+    """URL parameters that are not widgets: the app's own and every page's."""
+    return set(GLOBAL_PARAMS).union(*(p.reserved for p in PAGES.values()))
+
+
+def by_file(file: str) -> PageSpec:
+    for page in PAGES.values():
+        if page.file == file:
+            return page
+    raise KeyError(f"no page in the page list has the file {file!r}; pages: {', '.join(p.file for p in PAGES.values())}")
