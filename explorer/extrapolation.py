@@ -33,6 +33,7 @@ from .tasks import TASKS
 from .train import TrainConfig, Trainer, evaluate
 
 FIT = 0.95  # token accuracy at the training length that counts as "learned the task"
+EVAL = dict(batches=2, batch_size=128, seed=1234)  # fresh examples: the fit check and the table use the same
 
 
 @dataclass(frozen=True)
@@ -118,7 +119,7 @@ class ModelJob(Job):
         while time.perf_counter() - t0 < slice_s:
             tr.advance(s.check_every - tr.step % s.check_every, seconds=slice_s - (time.perf_counter() - t0))
             if tr.step % s.check_every == 0 or tr.done:
-                self._acc = evaluate(tr.model, task, s.train_len, batches=1, batch_size=256, seed=99)["accuracy"]
+                self._acc = evaluate(tr.model, task, s.train_len, **EVAL)["accuracy"]
                 if self._acc >= FIT or tr.done:
                     self._result = self._evaluate(self._acc >= FIT)
                     return True
@@ -131,7 +132,7 @@ class ModelJob(Job):
             row = {"encoding": self.encoding, "train_len": s.train_len, "eval_len": n, "steps": self.trainer.step,
                    "fitted": fitted}
             try:
-                row.update(evaluate(model, task, n, batches=2, batch_size=128))
+                row.update(evaluate(model, task, n, **EVAL))
             except PositionTooFar as e:
                 row.update(accuracy=None, loss=None, note=str(e))
             rows.append(row)
@@ -155,7 +156,9 @@ class ModelJob(Job):
 
     def progress(self) -> tuple[float, str]:
         step = self.trainer.step if self.trainer else 0
-        return step / self.s.max_steps, f"{self.encoding}: step {step}, accuracy {self._acc:.0%} at length {self.s.train_len}"
+        checked = (f"accuracy {self._acc:.0%} at length {self.s.train_len} (step {step - step % self.s.check_every})"
+                   if step >= self.s.check_every else "first check at step " + str(self.s.check_every))
+        return step / self.s.max_steps, f"{self.encoding}: step {step}, {checked}"
 
     def remaining_s(self) -> Optional[float]:
         tr = self.trainer
@@ -242,8 +245,9 @@ class ExtrapolationResult:
                     out.append("No positional encoding did about as well as RoPE and ALiBi (within 2 points); "
                                "Kazemnejad et al. 2023 found it often better in decoders.")
         if "randomized" not in s.encodings:
-            out.append("Ruoss et al. 2023 report that randomised positions (training on positions drawn from a "
-                       "longer range) help length generalisation; add them if the encoding list offers them.")
+            out.append("Ruoss et al. 2023 report that randomised positions (each training sequence placed at a "
+                       "random, ordered subset of a much longer range of positions) help length generalisation; "
+                       "that encoding is not in this run.")
         return out
 
     def learned_rows(self) -> Optional[dict]:

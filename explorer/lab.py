@@ -16,6 +16,7 @@ import torch
 from .attention import ATTENTION
 from .attention.window import dynamic_window_rule
 from .config import ModelConfig
+from .encodings import ENCODINGS
 from .cost import model_attention_flops, useful_fraction
 from .figures import md_escape
 from .generate import generate
@@ -186,12 +187,13 @@ class LabRun:
             before = self.accuracy(trained, run.step if step is None else step)
             after = self.accuracy(model, run.step if step is None else step)
             was = ", ".join(f"{f} = {getattr(self.config, f)}" for f in fields_changed)
+            also = ENCODINGS[config.encoding].reread_note(self.config, config)
             return Shown(model, settings, reread=True, note=(
                 f"Showing the trained weights read with the new {', '.join(fields_changed)} (trained with {was}); "
                 f"nothing was retrained. Token accuracy on fresh examples: **{after:.0%}** now, {before:.0%} as "
                 "trained" + (" — the weights were learned for the old setting, and that is the price of reading "
                              "them under a new one." if after < before - 0.02 else ".")
-                + " Press **Train** to train this configuration."))
+                + (f" {also}" if also else "") + " Press **Train** to train this configuration."))
         return Shown(trained, self.settings, note=(
             "The controls describe a different model (" + ", ".join(changed) + " changed). Showing the model you "
             "trained; press **Train** to train the new one."))

@@ -114,13 +114,13 @@ class Task:
         ``(fewest, most)`` tokens back, computed from the task's own definition on inputs of
         distinct letters (``None`` for the toy language). Copy at length n needs exactly n back:
         a window of n + 1 keys (the position itself and the n before it)."""
-        if not self.symbolic or length > len(LETTERS):
+        if not self.symbolic:
             return None
         gen = torch.Generator().manual_seed(0)
         first = length + len(self.separator) - 1  # the position that predicts the first answer token
         found = set()
-        for _ in range(samples):
-            src = torch.randperm(len(LETTERS), generator=gen)[:length][None]
+        for _ in range(samples):  # distinct token ids (past the alphabet if need be: the rule is about places)
+            src = torch.randperm(max(length, len(LETTERS)), generator=gen)[:length][None]
             answer = self.make(src)[0].tolist()
             where = {tok: i for i, tok in enumerate(src[0].tolist())}
             found |= {first + t - where[tok] for t, tok in enumerate(answer)}

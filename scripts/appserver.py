@@ -105,7 +105,7 @@ def wait_until_idle(page, timeout: float = 60_000) -> None:
     running behind a live view (no progress bar: training, measuring and experiments show one)."""
     deadline = time.time() + timeout / 1000
     calm = 0
-    while calm < 2:
+    while calm < 4:  # idle and no progress bar for four checks in a row (a lesson may switch pages first)
         page.wait_for_selector(IDLE, timeout=max(1, (deadline - time.time()) * 1000))
         busy = page.locator("[data-testid='stProgress']").count() > 0
         calm = 0 if busy else calm + 1

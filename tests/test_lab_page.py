@@ -187,3 +187,13 @@ def test_stop_keeps_the_model_and_reset_forgets_it():
     at.button(key="lab_reset").click().run()
     assert "lab_run" not in at.session_state
     assert any("untrained" in m.value for m in at.markdown)
+
+
+def test_a_new_head_count_under_alibi_says_the_slopes_changed():
+    at = trained_page(steps=40)
+    at.sidebar.selectbox(key="lab_encoding").set_value("alibi").run()  # another model: train it
+    at.button(key="lab_train").click().run()
+    run_until(at, training)
+    at.sidebar.selectbox(key="lab_heads").set_value(2).run()
+    notice = next(i for i in texts(at.info) if "trained weights read with the new" in i)
+    assert "ALiBi gives each head its own slope" in notice and "0.0625 instead of 0.25" in notice

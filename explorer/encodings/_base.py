@@ -45,6 +45,12 @@ class PositionalEncoding(nn.Module):
         return None  # (nh,) or nothing
 
     @classmethod
+    def reread_note(cls, old, new) -> str:
+        """What else changes when trained weights are read under ``new`` instead of ``old`` (configs
+        of the same parameters): a sentence, or "" when the encoding itself is unchanged."""
+        return ""
+
+    @classmethod
     def section(cls):
         """The encoding's tab on the Positional encodings page (an ``explorer.view.Section``)."""
         return None

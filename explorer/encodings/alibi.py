@@ -41,6 +41,15 @@ class ALiBiEncoding(PositionalEncoding):
         super().__init__(config)
         self.register_buffer("_slopes", alibi_slopes(config.n_head), persistent=False)
 
+    @classmethod
+    def reread_note(cls, old, new) -> str:
+        if old.n_head == new.n_head:
+            return ""
+        a, b = alibi_slopes(old.n_head), alibi_slopes(new.n_head)
+        return (f"ALiBi gives each head its own slope, set by the number of heads: with {new.n_head} heads instead "
+                f"of {old.n_head}, head 0's slope is {b[0]:.3g} instead of {a[0]:.3g}, and every other head's "
+                "changed too.")
+
     def slopes(self):
         return self._slopes
 

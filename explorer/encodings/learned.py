@@ -26,8 +26,7 @@ class LearnedEncoding(PositionalEncoding):
         if T > rows:
             raise PositionTooFar(
                 f"learned position embeddings have {rows} rows (positions 0-{rows - 1}); this sequence needs "
-                f"{T}. A learned table cannot represent positions it never had: shorten the input or "
-                f"use an encoding that extrapolates"
+                f"{T}. A learned table cannot represent positions it never had"
             )
         return self.wpe.weight[:T]
 

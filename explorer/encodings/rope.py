@@ -32,6 +32,14 @@ class RotaryEncoding(PositionalEncoding):
     paper = "Su et al. 2021, RoFormer"
     needs_even_head_dim = True
 
+    @classmethod
+    def reread_note(cls, old, new) -> str:
+        if old.head_dim == new.head_dim:
+            return ""
+        return (f"RoPE's rotation speeds are set by the head size, which went from {old.head_dim} to "
+                f"{new.head_dim}: almost every plane of dimensions now rotates at another speed than it learned "
+                "with (only each head's first plane, at speed 1, keeps its own).")
+
     def rotate(self, q, k):
         angles = rope_angles(q.size(-2), q.size(-1), device=q.device)
         return apply_rope(q, angles), apply_rope(k, angles)
