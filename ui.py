@@ -173,18 +173,26 @@ def queue_notice(handle: Handle, what: str) -> str:
     return ""
 
 
-def live(handles, redraw: Callable[[], None], refresh_s: float = REFRESH_S) -> None:
+def live(handles, redraw: Callable[[], None], slots=(), refresh_s: float = REFRESH_S) -> None:
     """While the job (or any of a list of jobs) runs, redraw every ``refresh_s`` seconds in a
     fragment: only the live parts are recomputed, and a click (Stop) is taken at once. When the
-    jobs end, the whole page reruns to show their result. The redraw times of the current live
-    view are kept in the session under ``live_times`` (read by the benchmark)."""
+    jobs end, the whole page reruns to show their result. ``slots`` are the ``st.empty()``
+    placeholders (created outside) that ``redraw`` fills: the fragment's first run (inside the full
+    run) writes each of them, since Streamlit keeps a place for an outside container only if the
+    fragment wrote to it during the full run; later runs only redraw (no flicker). The redraw times
+    of the current live view are kept in the session under ``live_times`` (read by the benchmark)."""
     handles = handles if isinstance(handles, (list, tuple)) else [handles]
     S.live_times = []
+    first = [True]
 
     @st.fragment(run_every=refresh_s)
     def tick():
         if not any(h.active for h in handles):
             st.rerun(scope="app")
+        if first[0]:
+            for slot in slots:
+                slot.empty()
+            first[0] = False
         redraw()
         S.live_times.append(time.perf_counter())
 

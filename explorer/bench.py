@@ -217,6 +217,37 @@ BENCHES.add("extrapolation", Bench("extrapolation", "train short, test long: acc
                                    _extrapolation_args, _extrapolation))
 
 
+# ---------------------------------------------------------------------------------------------- pages
+def _pages_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--lessons", action="store_true", help="also time every lesson for a first and a second student")
+    p.add_argument("--repeats", type=int, default=2, help="warm visits per page")
+
+
+def _pages(args) -> dict:
+    cmd = [sys.executable, str(ROOT / "scripts" / "bench_pages.py"), "--repeats", str(args.repeats)]
+    out = subprocess.run(cmd + (["--lessons"] if args.lessons else []), capture_output=True, text=True, cwd=ROOT,
+                         check=True)
+    result = json.loads(out.stdout[out.stdout.index("{"):])
+    for name, r in result["pages"].items():
+        warm = r["warm"]
+        print(f"{name:<16} cold: first chart {r['cold']['first_chart_s']} s, idle {r['cold']['idle_s']} s;  warm: "
+              f"first chart {', '.join(str(w['first_chart_s']) for w in warm)} s, "
+              f"idle {', '.join(str(w['idle_s']) for w in warm)} s")
+    live = result.get("lab_live")
+    if live:
+        print(f"Lab while training: {live['redraws_per_second']} redraws per second (median interval "
+              f"{live['redraw_interval_s_median']} s, max {live['redraw_interval_s_max']} s); first loss point after "
+              f"{live['first_loss_point_s']} s; 300 steps in {live['train_300_steps_s']} s")
+    for lid, r in result["lessons"].items():
+        print(f"lesson {lid:<14} first student {r['first_student']['idle_s']} s, second student "
+              f"{r['second_student']['idle_s']} s (to the finished picture)")
+    return result
+
+
+BENCHES.add("pages", Bench("pages", "every page's first picture in Chromium, cold and warm; lessons for two students",
+                           _pages_args, _pages))
+
+
 # ---------------------------------------------------------------------------------------------- main
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(prog="python -m explorer.bench", description=__doc__,

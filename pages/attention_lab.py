@@ -200,12 +200,13 @@ else:
 
     model_key = (run.id if run else "untrained", run.current().step if run and run.current() else 0)
     if training:  # the live parts redraw on their own (a fragment) while the run trains
-        def redraw() -> None:
+        def redraw() -> None:  # before the first step: the starting weights are this seed's untrained ones
             current = run.current()
-            if current is not None:
-                draw(run.shown(settings).model, (run.id, current.step), live=True)
+            live_model = run.shown(settings).model if current is not None else untrained_model(settings)
+            draw(live_model, (run.id, current.step) if current is not None else ("untrained", 0), live=True)
 
-        ui.live(run.handle, redraw)
+        ui.live(run.handle, redraw, [status_slot, progress_slot, loss_slot, flops_slot, output_slot, grid_slot]
+                + ([head_slot] if head_slot is not None else []))
     else:
         draw(model, model_key, live=False)
     if check.ok:

@@ -105,7 +105,7 @@ else:
             bar.progress(min(1.0, frac), text=f"measuring {what}")
             note.caption(ui.queue_notice(handle, "your sweep"))
 
-        ui.live(handle, redraw)
+        ui.live(handle, redraw, [bar, note])
     elif status != "done":
         st.info("The sweep was stopped. Press **Measure** to start it again.", icon=":material/timer:")
     else:

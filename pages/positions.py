@@ -90,7 +90,7 @@ elif result is None and any(st_ in ("queued", "running") for st_ in statuses):
             frac, what = h.progress()
             bar.progress(min(1.0, frac), text=what if h.active else f"{h.job.encoding}: done")
 
-    ui.live(handles, redraw)
+    ui.live(handles, redraw, bars)
 elif result is None:
     st.info("The experiment was stopped. Press **Run the experiment** to start it again.", icon=":material/science:")
 else:

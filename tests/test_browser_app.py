@@ -116,3 +116,39 @@ def test_unknown_link_parameters_are_noticed(page, server):
     notice = page.get_by_test_id("stAlert").filter(has_text="ignored").inner_text()
     assert "nonsense" in notice and "lab_heads" in notice
     assert page.locator("[data-testid='stException']").count() == 0
+
+
+STATUS = ("(() => { const m = Array.from(document.querySelectorAll(\"[data-testid='stMarkdownContainer']\"))"
+          ".find(e => e.innerText.includes('trained ')); return m ? m.innerText : ''; })()")
+
+
+def steps_seen(page, until, timeout_s=120):
+    """Every distinct 'trained N of M steps' the status line showed until ``until(text)``."""
+    seen = []
+    for _ in range(int(timeout_s * 20)):
+        text = page.evaluate(STATUS)
+        m = re.search(r"trained (\d+) of (\d+) steps", text)
+        if m and (not seen or seen[-1] != int(m.group(1))):
+            seen.append(int(m.group(1)))
+        if until(text):
+            break
+        page.wait_for_timeout(50)
+    return seen, text
+
+
+def test_training_redraws_live_and_stop_keeps_the_model(page, server):
+    page.goto(server + "/?lab_seed=777&lab_until_learned=false&lab_steps=20000&lab_length=6")
+    wait_until_idle(page)
+    page.get_by_role("button", name="▶ Train").click()
+    seen, _ = steps_seen(page, lambda text: len(re.findall(r"trained \d+", text)) and
+                         int(re.search(r"trained (\d+)", text).group(1)) > 60)
+    assert len([s for s in seen if s > 0]) >= 3, seen  # the live view redrew while training
+    assert page.locator("[data-testid='stException']").count() == 0
+    page.get_by_role("button", name="■ Stop").click()
+    _, text = steps_seen(page, lambda t: "Training" not in t and "trained" in t, timeout_s=20)
+    assert "Training" not in text and "of 20000 steps" in text  # stopped, and the model it had is kept
+    kept = int(re.search(r"trained (\d+)", text).group(1))
+    assert 60 < kept < 20000
+    page.wait_for_timeout(1000)
+    assert int(re.search(r"trained (\d+)", page.evaluate(STATUS)).group(1)) == kept  # it really stopped
+    assert not page.errors

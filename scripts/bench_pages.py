@@ -1,0 +1,110 @@
+"""How fast each page shows its first picture, in real Chromium: cold server and warm server; and each
+lesson's promised picture for a first and a second student (fresh browser contexts, one server).
+Prints one JSON object.
+
+    python scripts/bench_pages.py [--lessons] [--repeats 2]
+
+- page, cold: a fresh server, a fresh browser context opens the page; seconds to the first plotly
+  chart drawn and to idle (the script finished and no job running).
+- page, warm: the same server, another fresh context (so nothing of the first session is reused but
+  what the server shares).
+- lesson: a fresh server per lesson; the first student opens ``?lesson=<id>`` and waits until the
+  lesson's picture is there (idle, no job running, its charts drawn); then a second student in a
+  fresh context opens the same link.
+- redraws while training: the Lab's live view, counted in the browser (the training status line
+  changes each time the fragment redraws) during one default training run.
+Requests off this machine are blocked, as in an offline classroom.
+"""
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from explorer.lessons import LESSONS  # noqa: E402
+from explorer.pages import PAGES  # noqa: E402
+from scripts.appserver import DRAWN, app_server, chromium, offline_context, wait_until_idle  # noqa: E402
+
+LESSON_CHARTS = {"attention_lab": 3, "complexity": 4, "positions": 4}  # charts of a lesson's finished view
+
+
+def open_and_time(browser, url: str, charts: int, timeout_s: float = 300) -> dict:
+    ctx = offline_context(browser, viewport={"width": 1400, "height": 1600})
+    page = ctx.new_page()
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    t0 = time.perf_counter()
+    page.goto(url)
+    page.wait_for_function(f"{DRAWN} >= 1", timeout=timeout_s * 1000)
+    first = time.perf_counter() - t0
+    wait_until_idle(page, timeout=timeout_s * 1000)
+    page.wait_for_function(f"{DRAWN} >= {charts}", timeout=timeout_s * 1000)
+    idle = time.perf_counter() - t0
+    exceptions = page.locator("[data-testid='stException']").count()
+    ctx.close()
+    return {"first_chart_s": round(first, 2), "idle_s": round(idle, 2), "exceptions": exceptions,
+            "page_errors": len(errors)}
+
+
+def redraw_rate(browser, base: str) -> dict:
+    """Train the Lab's defaults (a fresh seed, so the run is not shared) and count the redraws."""
+    ctx = offline_context(browser, viewport={"width": 1400, "height": 1600})
+    page = ctx.new_page()
+    page.goto(base + "/?lab_seed=4242&lab_until_learned=false&lab_steps=300")
+    wait_until_idle(page)
+    page.get_by_role("button", name="▶ Train").click()
+    seen, times, first_loss = None, [], None
+    t_click = time.perf_counter()
+    deadline = t_click + 240
+    status = ("(() => { const m = Array.from(document.querySelectorAll(\"[data-testid='stMarkdownContainer']\"))"
+              ".find(e => e.innerText.includes('trained ')); return [m ? m.innerText : '', " + DRAWN + "]; })()")
+    while time.perf_counter() < deadline:
+        text, drawn = page.evaluate(status)
+        if first_loss is None and drawn >= 3:  # the loss chart joined the two maps
+            first_loss = time.perf_counter() - t_click
+        if text != seen:
+            seen = text
+            times.append(time.perf_counter())
+        if "trained 300 of 300" in text and "Training" not in text:
+            break
+        page.wait_for_timeout(20)
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    ctx.close()
+    return {"redraws": len(times), "redraws_per_second": round(1 / statistics.median(gaps), 2) if gaps else None,
+            "redraw_interval_s_median": round(statistics.median(gaps), 3) if gaps else None,
+            "redraw_interval_s_max": round(max(gaps), 3) if gaps else None,
+            "train_300_steps_s": round(times[-1] - t_click, 2) if times else None,
+            "first_loss_point_s": None if first_loss is None else round(first_loss, 2)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--lessons", action="store_true", help="also time every lesson for two students")
+    ap.add_argument("--repeats", type=int, default=2, help="warm visits per page")
+    args = ap.parse_args()
+    out = {"pages": {}, "lessons": {}}
+    with chromium() as browser:
+        for spec in PAGES.values():
+            with app_server() as base:
+                cold = open_and_time(browser, base + spec.path, spec.charts)
+                warm = [open_and_time(browser, base + spec.path, spec.charts) for _ in range(args.repeats)]
+                out["pages"][spec.id] = {"cold": cold, "warm": warm}
+                if spec.default:
+                    out["lab_live"] = redraw_rate(browser, base)
+        if args.lessons:
+            for lid in LESSONS.names():
+                lesson = LESSONS[lid]
+                with app_server() as base:
+                    url = base + PAGES[lesson.page].path + f"?lesson={lid}"
+                    first = open_and_time(browser, url, LESSON_CHARTS.get(lesson.page, 2))
+                    second = open_and_time(browser, url, LESSON_CHARTS.get(lesson.page, 2))
+                    out["lessons"][lid] = {"first_student": first, "second_student": second}
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+"""Two students, one server: every lesson (made quick through its link) opened in one browser
+context, then in a second fresh one after the first has computed it. Shared results replay in the
+second, and that is where cached work used to break: no traceback, the same finished picture."""
+import pytest
+
+from explorer.lessons import LESSONS
+from explorer.pages import PAGES
+from scripts.appserver import DRAWN, offline_context, wait_until_idle
+
+QUICK = {"complexity": "&cx_max_n=1024&cx_repeats=1", "positions": "&pe_steps=50&pe_train_len=4",
+         "attention_lab": "&lab_steps=60"}
+FINISHED = {"complexity": 4, "positions": 4, "attention_lab": 3}  # charts of each page's finished view
+
+
+def visit(browser, url):
+    ctx = offline_context(browser, viewport={"width": 1400, "height": 1600})
+    page = ctx.new_page()
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(url)
+    wait_until_idle(page, timeout=180_000)
+    return ctx, page, errors
+
+
+@pytest.mark.parametrize("lesson_id", LESSONS.names())
+def test_a_second_student_gets_the_lesson_without_a_traceback(browser, server, lesson_id):
+    lesson = LESSONS[lesson_id]
+    url = server + PAGES[lesson.page].path + f"?lesson={lesson_id}" + QUICK[lesson.page]
+    pictures = []
+    for student in ("first", "second"):
+        ctx, page, errors = visit(browser, url)
+        page.wait_for_function(f"{DRAWN} >= {FINISHED[lesson.page]}", timeout=60_000)
+        assert page.locator("[data-testid='stException']").count() == 0, (student, lesson_id)
+        assert page.get_by_text(f"Lesson: {lesson.title}").count() == 1
+        assert not errors, errors
+        pictures.append(page.evaluate(DRAWN))
+        ctx.close()
+    assert pictures[0] == pictures[1]
