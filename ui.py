@@ -17,7 +17,8 @@ from explorer.jobs import Handle, Scheduler
 from explorer.pages import PageSpec, by_file
 
 S = st.session_state
-REFRESH_S = 0.25  # seconds between redraws while a job runs
+REFRESH_S = 0.25  # seconds between redraws while a job runs, when few sessions watch one
+REFRESH_PER_WATCHER_S = 0.05  # with many watching, each redraws less often: 30 live views, one every 1.5 s
 
 
 def ensure_navigation(page_file: str) -> PageSpec:
@@ -173,7 +174,13 @@ def queue_notice(handle: Handle, what: str) -> str:
     return ""
 
 
-def live(handles, redraw: Callable[[], None], slots=(), refresh_s: float = REFRESH_S) -> None:
+def refresh_interval() -> float:
+    """How often a live view redraws: 4 times a second, slower when many sessions watch jobs (their
+    redraws share the server's cores with the jobs themselves)."""
+    return max(REFRESH_S, REFRESH_PER_WATCHER_S * scheduler().watchers())
+
+
+def live(handles, redraw: Callable[[], None], slots=(), refresh_s: Optional[float] = None) -> None:
     """While the job (or any of a list of jobs) runs, redraw every ``refresh_s`` seconds in a
     fragment: only the live parts are recomputed, and a click (Stop) is taken at once. When the
     jobs end, the whole page reruns to show their result. ``slots`` are the ``st.empty()``
@@ -185,7 +192,7 @@ def live(handles, redraw: Callable[[], None], slots=(), refresh_s: float = REFRE
     S.live_times = []
     first = [True]
 
-    @st.fragment(run_every=refresh_s)
+    @st.fragment(run_every=refresh_s or refresh_interval())
     def tick():
         if not any(h.active for h in handles):
             st.rerun(scope="app")

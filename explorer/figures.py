@@ -108,7 +108,19 @@ def attention_grid(attn: np.ndarray, tokens: Sequence[str], cell: int = 150) -> 
     return {"data": data, "layout": layout}
 
 
+MAX_POINTS = 2000  # a curve longer than this is thinned for drawing (every k-th point, and the last)
+
+
+def thin(history: Sequence, most: int = MAX_POINTS) -> list:
+    """At most ``most`` evenly spread entries of ``history``, always keeping the last."""
+    if len(history) <= most:
+        return list(history)
+    k = -(-len(history) // most)
+    return list(history[::k]) + ([history[-1]] if (len(history) - 1) % k else [])
+
+
 def loss_curve(history: Sequence[tuple[int, float, float]], height: int = 260) -> dict:
+    history = thin(history)
     steps = [h[0] for h in history]
     losses = [max(h[1], 1e-6) for h in history]
     span = [math.log10(min(losses)) - 0.1, math.log10(max(losses)) + 0.1] if losses else None

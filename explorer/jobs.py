@@ -51,6 +51,15 @@ def machine_memory_bytes() -> int:
 DEFAULT_SHARE = 0.5  # of the machine's memory, for all heavy jobs together (the rest: the server, sessions, the OS)
 
 
+def default_workers() -> int:
+    """Worker threads: ``TE_WORKERS`` if set (several app processes on one machine share its cores),
+    else one per core this process may use."""
+    env = os.environ.get("TE_WORKERS")
+    if env:
+        return max(1, int(env))
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
 def default_budget() -> int:
     """The server-wide memory budget: ``TE_MEMORY_BUDGET_GB`` if set, else half the machine's memory."""
     env = os.environ.get("TE_MEMORY_BUDGET_GB")
@@ -137,8 +146,7 @@ class Scheduler:
     def __init__(self, memory_budget_bytes: Optional[float] = None, workers: Optional[int] = None,
                  slice_s: float = 0.15, keep_results: int = 64):
         self.budget = float(default_budget() if memory_budget_bytes is None else memory_budget_bytes)
-        self.workers = workers or max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                                      else os.cpu_count() or 1)
+        self.workers = workers or default_workers()
         self.slice_s = slice_s
         self.keep_results = keep_results
         self._lock = threading.Condition()
@@ -196,6 +204,11 @@ class Scheduler:
             return {"queued": len(self._queue), "running": len(self._running), "workers": self.workers,
                     "reserved_bytes": sum(h.job.peak_bytes for h in self._running.values()),
                     "budget_bytes": self.budget, "peak_reserved_bytes": self.peak_reserved}
+
+    def watchers(self) -> int:
+        """Sessions holding a queued or running job: how many live views the server is redrawing."""
+        with self._lock:
+            return sum(len(h.holders) for h in list(self._queue) + list(self._running.values()))
 
     def place(self, handle: Handle) -> Optional[int]:
         with self._lock:

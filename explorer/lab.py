@@ -141,6 +141,15 @@ class LabRun:
     def config(self) -> ModelConfig:
         return self.settings.model_config()
 
+    def model_key(self) -> tuple:
+        """Names the weights shown now: the shared run and its step (the same for every session
+        watching it), or this session's stopped copy."""
+        run = self.current()
+        step = run.step if run is not None else 0
+        if self.stopped or self.handle is None:
+            return ("stopped", self.id, step)
+        return ("run", self.handle.job.key, step)
+
     def differences(self, settings: LabSettings) -> list[str]:
         """The settings that differ from those this run was trained with."""
         return [n for n in FIELD_NAMES if getattr(settings, n) != getattr(self.settings, n)]

@@ -248,11 +248,20 @@ def causal_skip_ratio(n: int = 4096, n_embd: int = 64, n_head: int = 4, repeats:
     return {"n": n, "causal_ms": out["causal"], "full_ms": out["full"], "ratio": out["causal"] / out["full"]}
 
 
+def human_bytes(b: float) -> str:
+    return f"{b / 1e9:.1f} GB" if b >= 1e9 else f"{b / 1e6:.0f} MB"
+
+
 def predicted_bytes(kind: str, n: int, s: SweepSettings) -> float:
-    """Theory bytes of a point: the scores and their softmax (x3 with backward), plus q/k/v; a
-    reference kernel stores no scores."""
-    scores = ATTENTION[kind].score_bytes(s.config(kind, n), n) * 2 if kind in ATTENTION else 0.0
-    return scores * (3 if s.pass_ == "forward+backward" else 1) + 8 * n * s.n_embd * 4
+    """An upper bound on a point's peak memory, for skipping and for the scheduler's admission: the
+    kind's score numbers times the score-sized tensors its kernel keeps at once (scores, mask,
+    softmax, the pieces it concatenates; more with backward: the kind's ``score_copies``), plus q, k,
+    v and the output (and their gradients and the fused kernel's tiles with backward). A reference
+    kernel stores no scores. A test checks it against measured peaks for every kind."""
+    backward = s.pass_ == "forward+backward"
+    scores = ATTENTION[kind].score_bytes(s.config(kind, n), n) * ATTENTION[kind].score_copies[backward] \
+        if kind in ATTENTION else 0.0
+    return scores + (24 if backward else 8) * n * s.n_embd * 4
 
 
 class Sweep:
@@ -275,7 +284,7 @@ class Sweep:
         s = self.s
         mem = predicted_bytes(kind, n, s)
         if mem > self.budget:
-            return f"needs about {mem / 1e9:.1f} GB, over {self.budget_name} {self.budget / 1e9:.1f} GB budget"
+            return f"needs up to {human_bytes(mem)}, over {self.budget_name} {human_bytes(self.budget)} budget"
         prev = self.last.get(kind)
         if prev is not None:
             ratio = entry(kind).flops(s.config(kind, n), n) / entry(kind).flops(s.config(kind, prev.n), prev.n)
@@ -342,7 +351,7 @@ class SweepJob(Job):
     def __init__(self, s: SweepSettings, server_budget: Optional[float] = None):
         self.key = ("sweep", s)
         self.title = "measuring"
-        self.plan = Sweep(s, "cpu", server_budget)
+        self.plan = Sweep(s, "cpu", None if server_budget is None else server_budget - CHILD_BYTES)
         self.peak_bytes = self.plan.peak_bytes() + CHILD_BYTES
         self.worker: Optional[ChildWorker] = None
         self._now = "starting"

@@ -1,4 +1,5 @@
 """Attention Lab: build a small transformer, train it live, and look into its attention."""
+import plotly.graph_objects as go
 import streamlit as st
 
 from explorer import bertviz_views, figures, lab
@@ -17,6 +18,19 @@ finish_timer = ui.page_timer("lab_render_s")
 def untrained_model(settings: lab.LabSettings):
     """Freshly initialised weights: read-only and the same for everyone with the same settings."""
     return lab.untrained(settings)
+
+
+@st.cache_resource(max_entries=256)
+def shared_analysis(model_key, config, text, _model, _task):
+    """One model (named by ``model_key`` and ``config``) read on one input: the same for every
+    session that shows it (thirty students watching one shared run compute it once per step)."""
+    return lab.analyze(_model, _task, text)
+
+
+@st.cache_resource(max_entries=64)
+def shared_loss_figure(model_key, _history):
+    """The loss curve of a run at a step: the same for every session watching it."""
+    return go.Figure(figures.loss_curve(_history))
 
 
 @st.cache_data(max_entries=32)
@@ -120,6 +134,10 @@ c2.button("■ Stop", on_click=stop_training, disabled=not training, key="lab_st
           help="Stop and keep the model as it is now.")
 c3.button("↺ Reset", on_click=reset, disabled=run is None, key="lab_reset", help="Forget the trained model.")
 status_slot = c4.empty()
+if run is not None:
+    st.caption("Your trained model lives in this server's memory, for this browser tab (a run with the same "
+               "settings and seed is trained once and shared by everyone who asks for it); a server restart "
+               "loses it.")
 progress_slot = st.empty()
 loss_slot = st.empty()
 
@@ -162,7 +180,7 @@ else:
     head_slot = tab1.empty() if tab1.open else None
 
     def analysis_for(model_now, key):
-        return ui.cached("lab_analyses", (key, cfg, text), lambda: lab.analyze(model_now, view_task, text))
+        return shared_analysis(key, model_now.config, text, model_now, view_task)
 
     def draw(model_now, key, live: bool) -> None:
         """Everything that follows the model: output, FLOPs, the maps (redrawn while training)."""
@@ -172,7 +190,8 @@ else:
         notice = ui.queue_notice(run.handle, "your run") if live else ""
         status_slot.markdown(status + (f"  \n{notice}" if notice else ""))
         if current is not None and current.history:
-            ui.chart(figures.loss_curve(current.history), "lab_loss", "Training loss and accuracy per step.",
+            ui.chart(shared_loss_figure(run.model_key(), current.history), "lab_loss",
+                     "Training loss and accuracy per step.",
                      slot=loss_slot)
             if live:
                 progress_slot.progress(current.step / current.total, text=f"step {current.step}/{current.total}")
@@ -198,12 +217,12 @@ else:
                      "lab_head_map", f"Attention of layer {layer}, head {head}: who looks (rows) at whom (columns).",
                      slot=head_slot)
 
-    model_key = (run.id if run else "untrained", run.current().step if run and run.current() else 0)
+    model_key = run.model_key() if run is not None and run.current() is not None else ("untrained", view)
     if training:  # the live parts redraw on their own (a fragment) while the run trains
         def redraw() -> None:  # before the first step: the starting weights are this seed's untrained ones
             current = run.current()
             live_model = run.shown(settings).model if current is not None else untrained_model(settings)
-            draw(live_model, (run.id, current.step) if current is not None else ("untrained", 0), live=True)
+            draw(live_model, run.model_key() if current is not None else ("untrained", settings), live=True)
 
         ui.live(run.handle, redraw, [status_slot, progress_slot, loss_slot, flops_slot, output_slot, grid_slot]
                 + ([head_slot] if head_slot is not None else []))
@@ -225,7 +244,7 @@ else:
                             "attention and MLP adds to it. The **logit lens** reads it after each block as if it "
                             "were the last: the final LayerNorm and the unembedding turn it into a next-token "
                             "guess, so you can see at which layer the answer appears.")
-                lens = ui.cached("lab_lens", (model_key, cfg, text), lambda: lab.inside(model, a), 4)
+                lens = ui.cached("lab_lens", (model_key, cfg, text), lambda: lab.inside(model, a), 4)  # this session only
                 ui.chart(figures.logit_lens_figure(lens, tokens, view_task.tokenizer.decode), "lab_lens",
                          "The next-token guess read from each layer's residual stream at each position.")
                 ui.chart(figures.residual_norm_figure(lens, tokens), "lab_resid",

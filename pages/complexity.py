@@ -102,7 +102,7 @@ else:
 
         def redraw():
             frac, what = handle.progress()
-            bar.progress(min(1.0, frac), text=f"measuring {what}")
+            bar.progress(min(1.0, frac), text=f"measuring {what}" if handle.status == "running" else "waiting")
             note.caption(ui.queue_notice(handle, "your sweep"))
 
         ui.live(handle, redraw, [bar, note])

@@ -42,4 +42,5 @@ def run_until(at: AppTest, busy, timeout_s: float = 180.0, poll_s: float = 0.2) 
         assert time.monotonic() < deadline, "the job did not finish in time"
         time.sleep(poll_s)
         at.run()
+    at.run()  # the job may have finished while the last run drew its live view: draw the finished one
     return at

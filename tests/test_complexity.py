@@ -143,3 +143,16 @@ def test_forward_and_backward_pass_is_measured_too():
     fwd = measure_point("sliding_window", 512, SweepSettings(repeats=1))
     both = measure_point("sliding_window", 512, s)
     assert both.pass_ == "forward+backward" and both.peak_bytes > fwd.peak_bytes  # gradients need memory too
+
+
+@pytest.mark.parametrize("pass_", ["forward", "forward+backward"])
+def test_predicted_memory_bounds_the_measured_peak_for_every_kind(pass_):
+    """The scheduler admits sweeps by their predicted peaks: a prediction under the truth would let the
+    server run out of memory."""
+    from explorer.measure import measure_point, predicted_bytes
+
+    s = SweepSettings(n_embd=64, n_head=8, window=64, pass_=pass_, repeats=1)
+    for kind in all_kinds():
+        for n in (256, 1024):
+            measured = measure_point(kind, n, s).peak_bytes
+            assert measured <= predicted_bytes(kind, n, s), (kind, n, measured)

@@ -68,6 +68,7 @@ class AttentionKind:
     rotates_features: bool = False  # applies RoPE itself (after a feature map) instead of to q and k
     weights_note: str = ""  # what the returned weights are, where that is not plain softmax weights
     measure_with_weights: bool = False  # the Complexity page measures the path that forms the weights
+    score_copies: tuple = (3.0, 4.0)  # score-sized tensors alive at the kernel's peak: forward, forward+backward
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, config, pos, need_weights: bool = False) -> AttentionResult:
         """Run the kernel with a positional encoding's signals: its rotation and its slopes."""

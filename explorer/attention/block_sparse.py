@@ -100,7 +100,7 @@ register(AttentionKind(
     theory="$S = b + g + K$: the query's own block of $b$, the $g$ global tokens and $K$ strided hops back, "
            "$N$ rounded up to whole blocks → linear in $N$.",
     paper="Child et al. 2019, Sparse Transformer; Zaheer et al. 2020, BigBird",
-    style=Style("#009E73", "solid", "triangle-up"),
+    style=Style("#009E73", "solid", "triangle-up"), score_copies=(6.0, 6.5),
     size_control=SizeControl("Block size b",
                              "Each query sees its own block of b tokens (causally), the leading global "
                              "tokens, and strided hops b, 2b, … tokens back."),

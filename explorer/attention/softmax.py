@@ -34,7 +34,7 @@ register(AttentionKind(
            "quadruple the cost.",
     paper="Vaswani et al. 2017, Attention Is All You Need",
     style=Style("#D55E00", "solid", "circle"),
-    measure_with_weights=True,
+    measure_with_weights=True, score_copies=(2.5, 3.5),
 ))
 
 REFERENCES.add("sdpa", Reference(
