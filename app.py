@@ -7,7 +7,7 @@ take. The shell (lessons, presentation toggle, notices) is drawn in every state 
 import streamlit as st
 import torch
 
-from explorer import lessons, urlstate
+from explorer import glossary, lessons, urlstate
 from explorer.pages import PAGES
 
 # One intra-op thread per computation: the server's cores are shared by every session's script
@@ -39,10 +39,14 @@ lesson = None
 if lesson_id is not None:
     if lesson_id in lessons.LESSONS:
         lesson = lessons.LESSONS[lesson_id]
-        if S.get("lesson_applied") != lesson_id:  # arriving: set the controls (an explicit URL value wins)
+        if S.get("lesson_applied") != lesson_id:  # arriving: set the whole view (an explicit URL value wins)
             S.lesson_applied = lesson_id
-            for key, value in lesson.settings.items():
-                if key not in st.query_params:
+            for key, value in lessons.view(lesson).items():
+                if key in st.query_params:
+                    continue
+                if value is None:  # e.g. the input: follow the task's example again
+                    S.pop(key, None)
+                else:
                     S[key] = value
             if lesson.autorun:
                 S[PAGES[lesson.page].prefix + "autorun"] = True
@@ -58,10 +62,14 @@ else:
 with st.sidebar:  # the shell, drawn before the page so that every state of every page has it
     st.divider()
     st.markdown("**Lessons**")
-    for item in lessons.LESSONS.names():
+    for item in lessons.LESSONS.names():  # buttons, not page links: only the open lesson is marked
         lesson_item = lessons.LESSONS[item]
-        st.page_link(NAV[lesson_item.page], label=lesson_item.title, icon=":material/school:",
-                     query_params={"lesson": item})
+        if st.button(lesson_item.title, key=f"lesson_link_{item}", type="primary" if item == lesson_id else "tertiary",
+                     help=f"Open the lesson on the {PAGES[lesson_item.page].title} page: it sets the controls and says "
+                          "what to look at."):
+            st.switch_page(NAV[lesson_item.page], query_params={"lesson": item})
+    with st.popover("Glossary", icon=":material/menu_book:", help="The words this app uses, explained."):
+        st.markdown(glossary.markdown())
     st.toggle("Presentation mode", key="present", bind="query-params",
               help="Bigger text and figures for a projector; the sidebar starts collapsed.")
 if S.get("present"):
@@ -77,6 +85,7 @@ if lesson is not None:
     with st.container(border=True):
         c1, c2 = st.columns([6, 1])
         c1.markdown(f"**Lesson: {lesson.title}**\n\n{lesson.explanation}")
+        c1.caption(lessons.set_by(lesson))
         if c2.button("Leave lesson", key="leave_lesson"):
             del st.query_params["lesson"]
             st.rerun()

@@ -151,10 +151,10 @@ def arrived_to_run(page: PageSpec, flag: str) -> bool:
     return bool(S.pop(f"{page.prefix}autorun", False)) or (first_visit and st.query_params.get(flag) == "1")
 
 
-def mark_finished(flag: str, finished: bool) -> None:
+def mark_finished(flag: str, finished: bool, value: str = "1") -> None:
     """Keep the link's ``flag`` in step with the view: a finished view's link recomputes it."""
     if finished:
-        st.query_params[flag] = "1"
+        st.query_params[flag] = value
     elif flag in st.query_params:
         del st.query_params[flag]
 

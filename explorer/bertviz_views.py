@@ -91,6 +91,18 @@ def _params(attentions: np.ndarray, tokens: list[str], vis_id: str, layer=None, 
     }
 
 
+def head_view_height(T: int) -> int:
+    """Pixels bertviz's head view takes for ``T`` tokens (its rows are 22.5 px; measured in Chromium)."""
+    return int(22.5 * T + 60)
+
+
+def model_view_height(n_layer: int, n_head: int, T: int) -> int:
+    """Pixels bertviz's model view takes: its own layout rules (model_view.js: thumbnails of
+    ``7 * 12 / heads`` px per token row, one row of thumbnails per layer, or the detail panel)."""
+    thumbnail = T * 7 * 12 / n_head + 2 * 5
+    return int(max(n_layer * thumbnail + 38, T * 18 + 55) + 20)
+
+
 def head_view_html(attentions: np.ndarray, tokens: list[str], layer: int | None = None, dark: bool = False) -> str:
     """bertviz's head view of ``attentions`` (n_layer, nh, T, T) as a self-contained HTML page."""
     vis_id = f"bertviz-{uuid.uuid4().hex}"

@@ -99,6 +99,21 @@ def skipped_markdown(result: SweepResult) -> str:
         f"- {sk.kind} at N = {sk.n:,}: {sk.reason}" for sk in result.skipped)
 
 
+URL_CONTROLS = {  # the page's URL key -> (SweepSettings field, how the control shows it, the control's label)
+    "cx_kinds": ("kinds", list, "Attention kinds"), "cx_max_n": ("max_n", int, "Longest sequence N"),
+    "cx_width": ("n_embd", int, "Width d"), "cx_heads": ("n_head", int, "Heads"),
+    "cx_window": ("window", int, "Window / block size w"), "cx_pass": ("pass_", str, "Pass"),
+    "cx_repeats": ("repeats", int, "Timed repeats"), "cx_time_budget": ("time_budget_s", float, "Time budget per point"),
+    "cx_mem_budget": ("memory_budget_bytes", lambda b: b / 1e9, "Memory budget per point (GB)"),
+}
+
+
+def url_defaults() -> dict:
+    """Every control of the page at its default (what a lesson starts from)."""
+    d = SweepSettings()
+    return {key: shown(getattr(d, field)) for key, (field, shown, _) in URL_CONTROLS.items()}
+
+
 def fit_from(s: SweepSettings) -> int:
     """Where the slopes are fitted from: 1,024, or a quarter of the longest length for short sweeps."""
     return min(1024, max(s.min_n, s.max_n // 4))

@@ -52,8 +52,8 @@ class ModelConfig:
         if self.n_embd % self.n_head:
             divisors = [h for h in range(LIMITS['n_head'][0], LIMITS['n_head'][1] + 1) if self.n_embd % h == 0]
             raise ValueError(
-                f"n_head = {self.n_head}: the number of heads must divide the width n_embd = "
-                f"{self.n_embd}; with this width choose one of {divisors}"
+                f"n_head = {self.n_head}: the number of heads must divide the width (n_embd = "
+                f"{self.n_embd}); with this width choose one of {divisors}"
             )
         if self.attention not in ATTENTION:
             raise ValueError(f"attention = {self.attention!r}: choose one of {', '.join(ATTENTION.names())}")

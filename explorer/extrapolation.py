@@ -81,6 +81,20 @@ class ExtrapolationSettings:
                 self.check_every, self.n_layer, self.n_head, self.n_embd, self.attention, self.seed)
 
 
+URL_CONTROLS = {  # the page's URL key -> (ExtrapolationSettings field, the control's label)
+    "pe_task": ("task", "Task"), "pe_train_len": ("train_len", "Training length L"),
+    "pe_steps": ("max_steps", "Step cap per model"), "pe_encodings": ("encodings", "Encodings"),
+}
+VIEW_DEFAULTS = {"pe_layer": 0, "pe_head": 0}
+
+
+def url_defaults() -> dict:
+    """Every control of the experiment at its default (what a lesson starts from)."""
+    d = ExtrapolationSettings()
+    values = {key: getattr(d, field) for key, (field, _) in URL_CONTROLS.items()}
+    return values | {"pe_encodings": list(d.encodings)} | VIEW_DEFAULTS
+
+
 @dataclass
 class ModelResult:
     """One encoding's model: how long it trained, whether it fitted, and its evaluations."""
@@ -278,6 +292,20 @@ class ExtrapolationResult:
             parts.append(f"rows no training sequence reaches moved {never.mean():.2f}×"
                          + (" (weight decay alone): they stay near their random start" if never.mean() < 0.1 else ""))
         return parts[0] + " " + "; ".join(parts[1:]) + "."
+
+
+def estimate_text(s: ExtrapolationSettings, speed: tuple[float, float], workers: int) -> str:
+    """How long the experiment may take, from this machine's measured training speed (see
+    ``explorer.lab.calibrate``): every model at its step cap, side by side on the server's cores."""
+    from .lab import LabSettings, step_flops
+
+    total = 0.0
+    for e in s.encodings:
+        probe = LabSettings(task=s.task, length=s.train_len, attention=s.attention, n_head=s.n_head, encoding=e,
+                            n_layer=s.n_layer, n_embd=s.n_embd)
+        total += (speed[0] + speed[1] * step_flops(probe)) * s.max_steps
+    return (f"At most about {total / max(1, min(workers, len(s.encodings))):.0f} s on this server if no model fits "
+            f"before the step cap (from its measured training speed); models that fit stop sooner.")
 
 
 def jobs(s: ExtrapolationSettings) -> list[ModelJob]:

@@ -26,10 +26,15 @@ def token_label(tok: str) -> str:
     return html.escape({" ": "␣", "\n": "⏎", "\t": "⇥"}.get(tok, tok), quote=True)
 
 
+MAX_LABELS = 40  # token labels on an axis at most: past that every k-th token is labelled
+
+
 def _axis(tokens: Sequence[str], domain, anchor, show: bool, reverse=False, size=11):
+    every = max(1, -(-len(tokens) // MAX_LABELS))
     ax = {
         "domain": [min(1.0, max(0.0, round(d, 6))) for d in domain], "anchor": anchor, "tickmode": "array",
-        "tickvals": list(range(len(tokens))), "ticktext": [token_label(t) for t in tokens] if show else [],
+        "tickvals": list(range(0, len(tokens), every)),
+        "ticktext": [token_label(t) for t in tokens[::every]] if show else [],
         "showticklabels": show, "tickfont": {"size": size, "family": "monospace"}, "showgrid": False,
         "zeroline": False, "constrain": "domain",
     }
@@ -119,11 +124,12 @@ def thin(history: Sequence, most: int = MAX_POINTS) -> list:
     return list(history[::k]) + ([history[-1]] if (len(history) - 1) % k else [])
 
 
-def loss_curve(history: Sequence[tuple[int, float, float]], height: int = 260) -> dict:
+def loss_curve(history: Sequence[tuple[int, float, float]], height: int = 260, mark: int | None = None) -> dict:
+    """Loss (log scale) and accuracy per step; ``mark`` draws a line at the step being shown."""
     history = thin(history)
     steps = [h[0] for h in history]
     losses = [max(h[1], 1e-6) for h in history]
-    span = [math.log10(min(losses)) - 0.1, math.log10(max(losses)) + 0.1] if losses else None
+    span = [math.log10(min(losses)) - 0.15, math.log10(max(losses)) + 0.15] if losses else None
     return {
         "data": [
             {"type": "scatter", "mode": "lines", "x": steps, "y": losses, "name": "loss",
@@ -132,15 +138,26 @@ def loss_curve(history: Sequence[tuple[int, float, float]], height: int = 260) -
              "yaxis": "y2", "line": {"color": "#ff7f0e", "dash": "dot"}},
         ],
         "layout": {
-            "height": height, "margin": {"l": 50, "r": 50, "t": 20, "b": 40},
+            "height": height, "margin": {"l": 60, "r": 60, "t": 10, "b": 40},
             "xaxis": {"title": {"text": "step"}},
-            "yaxis": {"title": {"text": "loss (nats, log scale)"}, "type": "log", "dtick": 1, "tickformat": ".1g",
+            "yaxis": {"title": {"text": "loss (nats, log scale)"}, **log_ticks(min(losses, default=1),
+                                                                                  max(losses, default=1)),
                       "range": span},
             "yaxis2": {"title": {"text": "token accuracy"}, "overlaying": "y", "side": "right", "range": [0, 1.02],
                        "tickmode": "linear", "tick0": 0, "dtick": 0.25, "tickformat": ".0%", "showgrid": False},
-            "legend": {"orientation": "h", "y": 1.1},
+            "legend": {"orientation": "h", "y": -0.3, "x": 0},
+            "shapes": [] if mark is None else [{"type": "line", "x0": mark, "x1": mark, "yref": "paper", "y0": 0,
+                                                  "y1": 1, "line": {"color": "#555", "dash": "dot", "width": 1.5}}],
         },
     }
+
+
+def log_ticks(lo: float, hi: float) -> dict:
+    """A log axis whose labels are whole numbers with their decade (0.2, 0.5, 1, 2, 5): 1-2-5 ticks
+    over a short range, one per decade (SI prefixes) over a long one."""
+    if lo > 0 and hi / lo < 1e3:
+        return {"type": "log", "dtick": "D2", "tickformat": ".2~g"}
+    return {"type": "log", "dtick": 1, "exponentformat": "SI"}
 
 
 def probability_html(text: str, probs: Sequence[float], expected: str | None = None) -> str:
@@ -203,7 +220,8 @@ def lines_figure(series: dict, title: str, xtitle: str, ytitle: str, log_x: bool
         xaxis.update(type="log", dtick=math.log10(2) * 2, tickformat=",d")
     yaxis = {"title": {"text": ytitle}}
     if log_y:
-        yaxis.update(type="log", exponentformat="SI")
+        values = [y for v in series.values() for y in v[1] if y is not None and y > 0]
+        yaxis.update(log_ticks(min(values, default=1), max(values, default=1)))
     if y_range is not None:
         yaxis["range"] = list(y_range)
     return {"data": data, "layout": {

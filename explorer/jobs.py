@@ -48,6 +48,7 @@ def machine_memory_bytes() -> int:
     return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
 
+SMALL = 0.02  # a job needing under this share of the budget may start ahead of bigger ones waiting for room
 DEFAULT_SHARE = 0.5  # of the machine's memory, for all heavy jobs together (the rest: the server, sessions, the OS)
 
 
@@ -248,14 +249,18 @@ class Scheduler:
             t.start()
 
     def _admit(self) -> None:
-        """Admit queued jobs in arrival order while they fit in the budget (lock held)."""
+        """Admit queued jobs in arrival order while they fit in the budget; then let small jobs that
+        fit (a speed measurement, a tiny run: under ``SMALL`` of the budget) pass the ones waiting
+        for room, which they barely delay (lock held)."""
         reserved = sum(h.job.peak_bytes for h in self._running.values())
-        while self._queue and reserved + self._queue[0].job.peak_bytes <= self.budget:
-            handle = self._queue.popleft()
-            handle.status, handle.started = RUNNING, time.monotonic()
-            self._running[handle.id] = handle
-            self._ready.append(handle)
-            reserved += handle.job.peak_bytes
+        for handle in list(self._queue):
+            head = handle is self._queue[0]
+            if reserved + handle.job.peak_bytes <= self.budget and (head or handle.job.peak_bytes <= SMALL * self.budget):
+                self._queue.remove(handle)
+                handle.status, handle.started = RUNNING, time.monotonic()
+                self._running[handle.id] = handle
+                self._ready.append(handle)
+                reserved += handle.job.peak_bytes
         self.peak_reserved = max(self.peak_reserved, reserved)
         self._lock.notify_all()
 

@@ -6,6 +6,8 @@ The page only reads widgets into ``LabSettings``, calls these functions and draw
 """
 from __future__ import annotations
 
+import dataclasses
+import re
 import uuid
 from dataclasses import dataclass, field, fields
 from typing import Optional
@@ -22,8 +24,8 @@ from .figures import md_escape
 from .generate import generate
 from .model import GPT, build_model, logit_lens, runtime_fields, same_parameters, with_config
 from .tasks import LETTERS, TASKS, Task
-from .jobs import Handle
-from .runs import StopRule, TrainedRun, TrainJob, training_peak_bytes
+from .jobs import FunctionJob, Handle
+from .runs import StopRule, TrainedRun, TrainJob, measure_step_s, training_peak_bytes
 from .train import TrainConfig, Trainer, evaluate
 
 WIDTHS = (16, 32, 64, 128, 256)
@@ -77,7 +79,139 @@ class LabSettings:
 
 
 FIELD_NAMES = tuple(f.name for f in fields(LabSettings))
+URL_CONTROLS = {  # the page's URL key -> (LabSettings field, the control's label)
+    "lab_task": ("task", "Task"), "lab_length": ("length", "Input length"), "lab_attention": ("attention", "Attention"),
+    "lab_window": ("window", "Window"), "lab_heads": ("n_head", "Heads"),
+    "lab_encoding": ("encoding", "Positional encoding"), "lab_layers": ("n_layer", "Layers"),
+    "lab_width": ("n_embd", "Width"), "lab_steps": ("steps", "Training steps"),
+    "lab_until_learned": ("until_learned", "Stop when learned"), "lab_seed": ("seed", "Seed"),
+}
+VIEW_DEFAULTS = {"lab_input": None, "lab_layer": 0, "lab_head": 0, "lab_tab": "Selected head",  # None: the page's own
+                 "lab_step": None}
+CONFIG_LABELS = {"n_head": "Heads", "n_embd": "Width", "n_layer": "Layers", "window": "Window",
+                 "block_size": "Context", "attention": "Attention", "encoding": "Positional encoding",
+                 "length": "Input length", "steps": "Training steps", "task": "Task"}
+
+
+def url_defaults() -> dict:
+    """Every control of the page at its default (what a lesson starts from)."""
+    d = LabSettings()
+    return {key: getattr(d, field) for key, (field, _) in URL_CONTROLS.items()} | VIEW_DEFAULTS
+
+
+RUNTIME = ("attention", "window", "n_head")  # fields a trained model can be read under without retraining
+
+
+def valid_heads(width: int, encoding: str) -> list[int]:
+    """The head counts the Heads control offers for this width and encoding."""
+    from .config import LIMITS
+
+    lo, hi = LIMITS["n_head"]
+    even = ENCODINGS[encoding].needs_even_head_dim
+    return [h for h in range(lo, hi + 1) if width % h == 0 and not (even and (width // h) % 2)]
+
+
+def link_flags(run: Optional["LabRun"], settings: LabSettings) -> dict:
+    """The URL flags that make a copied link reopen this view: ``lab_trained=1`` when a finished
+    run is shown, and ``lab_from`` naming the trained run's kind, window and heads when they differ
+    from the controls (its weights are read under the controls' ones)."""
+    current = run.current() if run is not None else None
+    if current is None or not current.finished or run.training:
+        return {}
+    changed = [f for f in run.differences(settings) if f not in ("steps", "until_learned")]
+    if not changed:
+        return {"lab_trained": "1"}
+    if set(changed) <= set(RUNTIME):
+        return {"lab_trained": "1", "lab_from": ";".join(f"{f}:{getattr(run.settings, f)}" for f in changed)}
+    return {}
+
+
+def trained_from(text: str, view: LabSettings) -> tuple[LabSettings, str]:
+    """The settings a link's ``lab_from`` says were trained (the view's, with those fields), and a
+    problem when the text cannot be read ('' if none)."""
+    changes = {}
+    for part in filter(None, (text or "").split(";")):
+        field, _, value = part.partition(":")
+        if field not in RUNTIME:
+            return view, f"'lab_from' names {field!r}, not one of {', '.join(RUNTIME)}"
+        try:
+            changes[field] = value if field == "attention" else int(value)
+        except ValueError:
+            return view, f"'lab_from' has {part!r}, not a whole number"
+    trained = dataclasses.replace(view, **changes)
+    problem = trained.problem()
+    return (view, f"'lab_from' describes a model that cannot exist: {problem}") if problem else (trained, "")
+
+
+def explain(problem: str) -> str:
+    """A settings problem in the controls' words (``n_head = 3`` -> ``Heads = 3``)."""
+    for field, label in CONFIG_LABELS.items():
+        problem = re.sub(rf"\b{field}\b", label, problem)
+    return problem
 HELD_OUT_SEED = 4321  # fresh examples for the stop rule's checks, never the training stream
+
+
+def step_flops(settings: LabSettings) -> float:
+    """Matrix-product FLOPs of one training step (forward and backward: 3 x the forward's): the
+    weights' 2 FLOPs per parameter and token, and every layer's attention core."""
+    config = settings.model_config()
+    T = settings.task_obj.context(settings.length)
+    C, L = config.n_embd, config.n_layer
+    weights = L * 12 * C * C + config.vocab_size * C  # the blocks' matrices and the unembedding
+    return 3 * TrainConfig.batch_size * (2 * weights * T + model_attention_flops(config, T))
+
+
+CALIBRATION = (LabSettings(length=8), LabSettings(n_embd=128, n_layer=3, length=16))  # a small and a larger model
+
+
+def calibrate() -> tuple[float, float]:
+    """This machine's training speed: seconds per step = a + b x FLOPs per step, fitted to one
+    small and one large model measured now (a few steps each)."""
+    points = []
+    for s in CALIBRATION:
+        config, task = s.model_config(), s.task_obj
+        seconds = measure_step_s(lambda: Trainer(build_model(config, s.seed), task, s.length,
+                                                 dataclasses.replace(s.train_config(), steps=10)))
+        points.append((step_flops(s), seconds))
+    (f0, s0), (f1, s1) = points
+    b = max(0.0, (s1 - s0) / (f1 - f0))
+    return max(0.0, s0 - b * f0), b
+
+
+def estimate_text(settings: LabSettings, speed: tuple[float, float]) -> str:
+    """What pressing Train will cost, from this machine's measured speed."""
+    step_s = speed[0] + speed[1] * step_flops(settings)
+    text = (f"About {step_s * settings.steps:.0f} s of training alone for {settings.steps} steps (about "
+            f"{step_s * 1000:.0f} ms a step on this server, from its measured speed)")
+    if settings.until_learned and settings.task_obj.symbolic:
+        text += "; it stops earlier once it has learned"
+    return text + "."
+
+
+def calibration_job():
+    """Measuring this server's speed, once per server (shared by key)."""
+    return FunctionJob(calibrate, key=("lab-speed",), peak_bytes=training_peak_bytes(
+        CALIBRATION[1].model_config(), TrainConfig.batch_size, CALIBRATION[1].task_obj.context(CALIBRATION[1].length)),
+        title="measuring this server's speed")
+
+
+def about(settings: LabSettings, text: str) -> list[str]:
+    """What a model of these settings was trained on and what it cannot do, for the 'About this
+    model' box; the last line warns about the user's input when it is outside what it saw."""
+    task = settings.task_obj
+    config = settings.model_config()
+    out = [f"Trained on **{task.title.lower()}**: {task.description}",
+           f"Every training input is {'a sentence of the toy language' if not task.symbolic else ''}"
+           + (f"exactly **{settings.length}** characters long ({describe_chars(task.input_chars)}), drawn at random "
+              f"with seed {settings.seed}" if task.symbolic else f", cut to {config.block_size} characters") + ".",
+           f"Its context holds {config.block_size} tokens"
+           + (f": the input, '{task.separator}' and the answer." if task.separator else ".")]
+    if not ENCODINGS[settings.encoding].extrapolates:
+        out.append(f"Its {settings.encoding} positions have no row past position {config.block_size - 1}.")
+    if task.symbolic and text and len(text) != settings.length:
+        out.append(f"Your input has {len(text)} characters; this model has only ever seen {settings.length}: expect "
+                   "mistakes. Retrain with that input length to teach it.")
+    return out
 
 
 def training_job(settings: LabSettings) -> TrainJob:
@@ -141,14 +275,14 @@ class LabRun:
     def config(self) -> ModelConfig:
         return self.settings.model_config()
 
-    def model_key(self) -> tuple:
-        """Names the weights shown now: the shared run and its step (the same for every session
-        watching it), or this session's stopped copy."""
+    def model_key(self, at: Optional[int] = None) -> tuple:
+        """Names the weights shown: the shared run and its step (the same for every session watching
+        it), or this session's stopped copy; ``at`` a checkpoint step when rewound."""
         run = self.current()
         step = run.step if run is not None else 0
         if self.stopped or self.handle is None:
-            return ("stopped", self.id, step)
-        return ("run", self.handle.job.key, step)
+            return ("stopped", self.id, step, at)
+        return ("run", self.handle.job.key, step, at)
 
     def differences(self, settings: LabSettings) -> list[str]:
         """The settings that differ from those this run was trained with."""
@@ -206,6 +340,35 @@ class LabRun:
         return Shown(trained, self.settings, note=(
             "The controls describe a different model (" + ", ".join(changed) + " changed). Showing the model you "
             "trained; press **Train** to train the new one."))
+
+
+def pattern_finding(analysis: Analysis, task: Task, text: str) -> Optional[str]:
+    """Where the task's pattern is in this model: the head that gives each answer-writing position's
+    source token the most attention on average (from the task's own rule, ``Task.sources``)."""
+    pairs = [(q, k) for q, k in task.sources(task.tokenizer.encode(text)) if q < len(analysis.tokens)]
+    if not pairs:
+        return None
+    q, k = np.array(pairs).T
+    score = analysis.attentions[:, :, q, k].mean(-1)  # (n_layer, nh)
+    layer, head = np.unravel_index(int(score.argmax()), score.shape)
+    return (f"In this model the clearest head is **layer {layer}, head {head}**: from each position that writes an "
+            f"answer token it gives the input token that answer comes from {score[layer, head]:.0%} of its "
+            f"attention on average (the mean over all heads is {score.mean():.0%}).")
+
+
+def compare_row(run: Optional["LabRun"], model: GPT, settings: LabSettings) -> str:
+    """One model of a side-by-side comparison, in a line: how far it trained and what it gets right."""
+    if run is None or run.current() is None:
+        return f"untrained: random weights · {model.num_params():,} parameters"
+    now = run.current()
+    state = "training…" if run.training else f"trained {now.step} steps"
+    return (f"{state} · token accuracy on fresh examples {run.accuracy(model, now.step):.0%} · "
+            f"{model.num_params():,} parameters")
+
+
+def analysis_line(a: "Analysis") -> str:
+    right = f"{a.right} of {len(a.expected)} characters right · " if a.expected is not None else ""
+    return f"{right}attention FLOPs for this input {a.flops:,.0f} ({a.useful:.0%} inside the causal pattern)"
 
 
 def watch_ids(task: Task, text: str) -> torch.Tensor:

@@ -27,15 +27,36 @@ def _add(lesson: Lesson) -> None:
     LESSONS.register(lesson.id)(lesson)
 
 
+def view(lesson: Lesson) -> dict:
+    """Every control of the lesson's page: its own settings over the page's defaults (None: let the
+    page choose, e.g. the input follows the task's example). A lesson sets the whole view it needs."""
+    from .pages import PAGES
+
+    return {**PAGES[lesson.page].url_defaults(), **lesson.settings}
+
+
+def set_by(lesson: Lesson) -> str:
+    """What opening the lesson did to the controls, in words."""
+    from .pages import PAGES
+
+    prefix = PAGES[lesson.page].prefix
+    shown = ", ".join(f"{k[len(prefix):].replace('_', ' ')} = {', '.join(v) if isinstance(v, list) else v}"
+                      for k, v in lesson.settings.items())
+    return (f"This lesson set {shown}, and every other control of the page to its default"
+            + (" (your own input too: it follows the task's example)." if any(
+                v is None for v in PAGES[lesson.page].url_defaults().values()) else "."))
+
+
 _add(Lesson(
     "reverse", "Reverse a sequence: anti-diagonal attention", "attention_lab",
     {"lab_task": "reverse", "lab_length": 12, "lab_attention": "softmax", "lab_encoding": "learned",
      "lab_heads": 4, "lab_layers": 2},
     autorun=True,
     explanation="The model trains as you watch. To write the answer backwards, the position that writes answer "
-                "character *t* must read input character *L − 1 − t*: watch the layer-0 maps turn from a blur into "
-                "an **anti-diagonal** (bottom-left to the middle) as the accuracy curve jumps. Then switch **Heads** "
-                "to 1: the same weights, read as one head, still find it.",
+                "character *t* must read input character *L − 1 − t*: watch the maps turn from a blur into an "
+                "**anti-diagonal** (bottom-left to the middle) as the accuracy curve jumps; once trained, the page "
+                "names the head where it is clearest. Then switch **Heads** to 1: the same weights read as one "
+                "head, and the page says what that costs.",
 ))
 _add(Lesson(
     "quadratic", "Why attention is quadratic", "complexity",
@@ -73,5 +94,6 @@ _add(Lesson(
     autorun=True,
     explanation="A random sequence, then the same again. Once the repeat starts, a token can be predicted by "
                 "finding its earlier copy and reading **what came next**: look for a stripe parallel to the "
-                f"diagonal, {_INDUCTION_BACK} positions to its left — the induction head.",
+                f"diagonal, {_INDUCTION_BACK} positions to its left — the induction head; once trained, the page "
+                "names the head where it is clearest.",
 ))

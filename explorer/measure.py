@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from .attention import ATTENTION, REFERENCES
 from .child import ChildWorker
 from .config import ModelConfig
-from .jobs import Job
+from .jobs import FunctionJob, Job
 
 PASSES = ("forward", "forward+backward")
 NOISY = 1.5  # a point whose slowest call took over 1.5x its fastest is measured again (up to twice more)
@@ -337,6 +337,51 @@ def sweep(s: SweepSettings, device: str = "cpu",
     if progress:
         progress(1.0, "done")
     return plan.result
+
+
+CALIBRATION_N = 1024  # the length a sweep's estimate is measured at
+
+
+def calibrate(s: SweepSettings) -> dict:
+    """Seconds of one call of each kind at N = 1,024 with these settings, measured now in this
+    process (one thread, as the sweep's child): the ground of ``estimate_s``."""
+    probe = SweepSettings(kinds=s.kinds, n_embd=s.n_embd, n_head=s.n_head, window=s.window, pass_=s.pass_, repeats=1,
+                          min_n=CALIBRATION_N, max_n=CALIBRATION_N)
+    out = {}
+    for kind in s.kinds:
+        config = probe.config(kind, CALIBRATION_N)
+        call = attention_call(kind, config)
+        q, k, v = _inputs(CALIBRATION_N, probe, "cpu", s.pass_ == "forward+backward")
+        _run(call, q, k, v, s.pass_ == "forward+backward")
+        t0 = time.perf_counter()
+        _run(call, q, k, v, s.pass_ == "forward+backward")
+        out[kind] = time.perf_counter() - t0
+    return out
+
+
+def estimate_s(s: SweepSettings, calibration: dict, server_budget: Optional[float] = None) -> float:
+    """How long the sweep will take: every point it will not skip for memory, its calls (the
+    profiled one, the timed ones) scaled from the calibration by the kind's FLOPs, a second for the
+    measuring process to start; points past the time budget are cut as the sweep cuts them."""
+    budget = min(s.memory_budget_bytes, server_budget or float("inf"))
+    total = 1.0
+    for kind in s.kinds:
+        base = entry(kind).flops(s.config(kind, CALIBRATION_N), CALIBRATION_N)
+        for n in s.lengths():
+            if predicted_bytes(kind, n, s) > budget:
+                break
+            point = calibration[kind] * entry(kind).flops(s.config(kind, n), n) / base * (s.repeats + 1)
+            if point > s.time_budget_s:
+                break
+            total += point + calibration[kind]
+    return total
+
+
+def calibration_job(s: SweepSettings) -> "FunctionJob":
+    probe = dict(n_embd=s.n_embd, n_head=s.n_head, window=s.window, pass_=s.pass_, kinds=s.kinds)
+    return FunctionJob(lambda: calibrate(s), key=("sweep-speed", tuple(sorted(probe.items()))),
+                       peak_bytes=max(predicted_bytes(k, CALIBRATION_N, s) for k in s.kinds),
+                       title="measuring this server's speed")
 
 
 CHILD_BYTES = 0.6e9  # a measuring child process: Python and torch before it measures anything

@@ -7,6 +7,7 @@ browser tests open every page it names.
 """
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 
 from .registry import Registry
@@ -34,6 +35,13 @@ class PageSpec:
     shots: tuple[Shot, ...] = ()
     default: bool = False  # the landing page, served at "/"
     order: int = 0
+    defaults: str = ""  # "module:function" giving every control's default (a lesson starts from them)
+
+    def url_defaults(self) -> dict:
+        if not self.defaults:
+            return {}
+        module, name = self.defaults.split(":")
+        return getattr(importlib.import_module(module), name)()
 
     @property
     def path(self) -> str:
@@ -51,7 +59,7 @@ def add(page: PageSpec) -> PageSpec:
 
 add(PageSpec(
     "attention_lab", "Attention Lab", "pages/attention_lab.py", ":material/hub:", "lab_", charts=2,
-    reserved=("lab_trained",), default=True, order=0, shots=(
+    reserved=("lab_trained", "lab_from", "lab_b_trained"), default=True, order=0, defaults="explorer.lab:url_defaults", shots=(
         Shot("attention_lab", "?lab_trained=1", 3,
              "Attention Lab after training on reverse: the loss curve, the output shaded by probability, the "
              "anti-diagonal."),
@@ -63,12 +71,12 @@ add(PageSpec(
     )))
 add(PageSpec(
     "complexity", "Complexity", "pages/complexity.py", ":material/speed:", "cx_", charts=2,
-    reserved=("cx_measured",), order=10, shots=(
+    reserved=("cx_measured",), order=10, defaults="explorer.complexity:url_defaults", shots=(
         Shot("complexity", "", 2, "Complexity: attention FLOPs and memory in theory, before measuring."),
     )))
 add(PageSpec(
     "positions", "Positional encodings", "pages/positions.py", ":material/straighten:", "pe_", charts=2,
-    reserved=("pe_ran",), order=20, shots=(
+    reserved=("pe_ran",), order=20, defaults="explorer.extrapolation:url_defaults", shots=(
         Shot("positions", "", 2, "Positional encodings: sinusoidal table and similarity, RoPE, ALiBi."),
     )))
 

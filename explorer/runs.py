@@ -176,3 +176,12 @@ class TrainJob(Job):
 
     def close(self) -> None:
         self.trainer = None  # the optimiser state goes; the published run stays
+
+
+def measure_step_s(build: Callable[[], Trainer], steps: int = 3) -> float:
+    """Seconds per training step of a fresh trainer on this machine, now (after one warm-up step)."""
+    tr = build()
+    tr.advance(1)
+    t0 = time.perf_counter()
+    tr.advance(steps)
+    return (time.perf_counter() - t0) / steps

@@ -109,21 +109,30 @@ class Task:
         tok = self.tokenizer
         return tok.decode(src[0]), tok.decode(self.make(src)[0])
 
+    def sources(self, ids: list[int]) -> list[tuple[int, int]]:
+        """For an input of token ids: ``(position that predicts an answer token, position of the
+        input token it comes from)`` for every answer token, from the task's own rule. Each token is
+        tagged with its place (``id * n + place``) before the rule runs, so repeated letters and sorting
+        keep their sources apart."""
+        if not self.symbolic:
+            return []
+        n = len(ids)
+        tagged = torch.tensor([[tok * n + i for i, tok in enumerate(ids)]])
+        first = n + len(self.separator) - 1  # the position that predicts the first answer token
+        return [(first + t, int(x) % n) for t, x in enumerate(self.make(tagged)[0])]
+
     def lookback(self, length: int, samples: int = 8) -> tuple[int, int] | None:
         """How far back each answer token's source lies from the position that predicts it, as
-        ``(fewest, most)`` tokens back, computed from the task's own definition on inputs of
-        distinct letters (``None`` for the toy language). Copy at length n needs exactly n back:
-        a window of n + 1 keys (the position itself and the n before it)."""
+        ``(fewest, most)`` tokens back, computed from the task's own rule on random inputs (``None``
+        for the toy language). Copy at length n needs exactly n back: a window of n + 1 keys (the
+        position itself and the n before it)."""
         if not self.symbolic:
             return None
         gen = torch.Generator().manual_seed(0)
-        first = length + len(self.separator) - 1  # the position that predicts the first answer token
         found = set()
-        for _ in range(samples):  # distinct token ids (past the alphabet if need be: the rule is about places)
-            src = torch.randperm(max(length, len(LETTERS)), generator=gen)[:length][None]
-            answer = self.make(src)[0].tolist()
-            where = {tok: i for i, tok in enumerate(src[0].tolist())}
-            found |= {first + t - where[tok] for t, tok in enumerate(answer)}
+        for _ in range(samples):
+            ids = torch.randint(0, len(LETTERS), (length,), generator=gen).tolist()
+            found |= {q - k for q, k in self.sources(ids)}
         return min(found), max(found)
 
     def expected(self, text: str) -> str | None:

@@ -92,6 +92,11 @@ else:
               help="Time every kind at every length.")
     b2.button("Stop", key="cx_stop", on_click=stop, disabled=not running, help="Stop measuring (nothing else is lost).")
     ui.mark_finished("cx_measured", status == "done")
+    if not running and status != "done":
+        speed = ui.submit(measure.calibration_job(settings))  # a quick measurement at N = 1,024, shared
+        b2.caption(f"About {measure.estimate_s(settings, speed.result(), ui.scheduler().budget):.0f} s on this server "
+                   "(estimated from a quick measurement at N = 1,024; more where other students are measuring too)."
+                   if speed.done else "Estimating how long the sweep takes on this server…")
     if status in ("failed", "refused"):
         st.error(f"The sweep could not run: {handle.error}.", icon=":material/error:")
     elif handle is None:

@@ -1,7 +1,7 @@
 """Positional Encoding Lab: what position means to a transformer, and which encodings extrapolate."""
 import streamlit as st
 
-from explorer import extrapolation, figures
+from explorer import extrapolation, figures, lab
 from explorer.encodings import ENCODINGS
 from explorer.tasks import TASKS
 import ui
@@ -60,6 +60,9 @@ else:
                f"inputs of length {max(1, settings.train_len // 2)}–{settings.train_len} until it reaches 95% token "
                f"accuracy at length {settings.train_len} (at most {settings.max_steps} steps), then is tested on fresh "
                f"inputs of length {', '.join(str(n) for n in settings.lengths())}. The models train side by side.")
+    speed = ui.submit(lab.calibration_job())  # this server's training speed, measured once and shared
+    if speed.done and handles is None:
+        st.caption(extrapolation.estimate_text(settings, speed.result(), ui.scheduler().workers))
     if (ui.arrived_to_run(PAGE, "pe_ran") and handles is None) or submitted:
         run_experiment(settings)
         handles = S.pe_handles
@@ -130,7 +133,7 @@ else:
                          help="Which layer the maps show.")
     head = c2.selectbox("Head", list(range(settings.n_head)), key="pe_head", bind="query-params",
                         help="Which head the maps show.")
-    per_row = 3
+    per_row = 2  # large enough to read on a projector
     for start in range(0, len(settings.encodings), per_row):
         cols = st.columns(per_row)
         for col, e in zip(cols, settings.encodings[start:start + per_row]):
@@ -140,5 +143,5 @@ else:
                     st.markdown(f"**{e}**")
                     st.caption(m.maps)
                 else:
-                    ui.chart(figures.attention_heatmap(m.maps[layer, head], m.tokens, e, height=420), f"pe_x_map_{e}",
+                    ui.chart(figures.attention_heatmap(m.maps[layer, head], m.tokens, e, height=560), f"pe_x_map_{e}",
                              f"Attention of the {e} model, layer {layer}, head {head}, at length {lens[-1]}.")

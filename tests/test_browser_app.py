@@ -51,6 +51,9 @@ def test_every_page_loads_clean_and_draws_with_the_shell(page, server, spec):
     sidebar = page.get_by_test_id("stSidebar")
     assert sidebar.get_by_text("Lessons", exact=True).count() == 1  # the shell, before anything is run
     assert sidebar.get_by_text("Presentation mode").count() == 1
+    assert sidebar.get_by_role("button", name="Glossary").count() == 1
+    charts = page.locator("[data-testid='stPlotlyChart'][role='figure']")
+    assert charts.count() >= 1 and all(charts.nth(i).get_attribute("aria-label") for i in range(charts.count()))
     assert page.locator("[data-testid='stException']").count() == 0
     assert not page.errors
 
@@ -110,6 +113,14 @@ def test_typed_and_linked_markup_is_shown_as_text(page, server):
     assert not page.dialogs and not page.errors
 
 
+def test_bad_parameters_are_noticed_on_a_page_before_anything_runs(page, server):
+    page.goto(server + "/complexity?cx_max_n=3&cx_kinds=bogus&present=true")
+    wait_until_idle(page)
+    notice = page.get_by_test_id("stAlert").filter(has_text="ignored").inner_text()
+    assert "cx_max_n=3" in notice and "cx_kinds=bogus" in notice
+    assert page.get_by_role("switch", name="Presentation mode").is_checked()  # and the shell took ?present=true
+
+
 def test_unknown_link_parameters_are_noticed(page, server):
     page.goto(server + "/?lab_heads=banana&nonsense=1")
     wait_until_idle(page)
@@ -152,3 +163,19 @@ def test_training_redraws_live_and_stop_keeps_the_model(page, server):
     page.wait_for_timeout(1000)
     assert int(re.search(r"trained (\d+)", page.evaluate(STATUS)).group(1)) == kept  # it really stopped
     assert not page.errors
+
+
+def test_a_lesson_sets_the_whole_view_over_what_was_typed(page, server):
+    page.goto(server + "/?lab_seed=5&lab_steps=40")
+    wait_until_idle(page)
+    box = page.get_by_label("Your input", exact=True).and_(page.get_by_test_id("stTextInputField"))
+    box.fill("abcdefghijklmnop")  # 16 letters: too long for the lesson's length-12 model
+    box.press("Enter")
+    wait_until_idle(page)
+    page.get_by_role("button", name="Reverse a sequence: anti-diagonal attention").click()
+    wait_until_idle(page, timeout=120_000)
+    assert "lesson=reverse" in page.url and "lab_length=12" in page.url
+    assert len(box.input_value()) == 12  # the task's example again, not the teacher's 16 letters
+    assert page.get_by_role("spinbutton", name="Seed").input_value() == "0"  # every control, not only some
+    assert page.get_by_test_id("stAlert").filter(has_text="fits at most").count() == 0
+    assert page.get_by_text("This lesson set task = reverse").count() == 1  # and it says so

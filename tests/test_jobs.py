@@ -121,3 +121,15 @@ def test_function_job_and_result_store_bound():
     evicted = s.submit(FunctionJob(lambda: -1, key=("square", 0)), "y")
     assert evicted.wait(5) == DONE and evicted.result() == -1  # evicted: computed again
     s.shutdown()
+
+
+def test_a_small_job_passes_a_big_one_waiting_for_room_but_big_ones_keep_their_order(scheduler):
+    gate = threading.Event()
+    running = scheduler.submit(Steps(2, 60, gate=gate), "student 1")
+    big = scheduler.submit(Steps(1, 50), "student 2")  # 60 + 50 > 100: waits
+    bigger = scheduler.submit(Steps(1, 45), "student 3")  # would fit now (60 + 45 > 100: no) -- waits behind
+    small = scheduler.submit(Steps(1, 1), "student 4")  # 1% of the budget: runs at once
+    assert big.status == QUEUED and bigger.status == QUEUED and bigger.place() == 2
+    assert small.wait(5) == DONE
+    gate.set()
+    assert big.wait(5) == DONE and bigger.wait(5) == DONE

@@ -148,11 +148,15 @@ def test_bad_inputs_get_messages_and_keep_the_model(trained):
         assert_clean(at)
         assert any(words in w for w in texts(at.warning)), (text, texts(at.warning))
         assert at.session_state["lab_run"] is run
-    at.sidebar.selectbox(key="lab_heads").set_value(3).run()  # 64 is not divisible by 3
+    assert at.sidebar.selectbox(key="lab_heads").options == ["1", "2", "4", "8", "16"]  # only what width 64 takes
+    at.sidebar.selectbox(key="lab_attention").set_value("linear")
+    at.sidebar.selectbox(key="lab_encoding").set_value("alibi").run()  # ALiBi needs explicit scores
     assert_clean(at)
-    assert any("n_head = 3" in e and "divide" in e for e in texts(at.error))
+    error = " ".join(texts(at.error))
+    assert "Positional encoding = 'alibi' with Attention = 'linear'" in error and "n_head" not in error
     assert at.session_state["lab_run"] is run
-    at.sidebar.selectbox(key="lab_heads").set_value(4)
+    at.sidebar.selectbox(key="lab_attention").set_value("softmax")
+    at.sidebar.selectbox(key="lab_encoding").set_value("learned")
     at.text_input(key="lab_input").set_value("dcba").run()
     assert not at.warning and not at.error
     assert at.session_state["lab_run"] is run

@@ -78,3 +78,13 @@ def test_pages_never_stop_the_script():
     """st.stop() would skip the shell and the link notices that app.py draws after the page."""
     for page in PAGES.values():
         assert "st.stop(" not in (screenshots.ROOT / page.file).read_text(), page.file
+
+
+def test_the_glossary_explains_every_kind_encoding_and_the_words_the_pages_use():
+    from explorer import glossary
+
+    text = glossary.markdown()
+    for name in ATTENTION.names() + ENCODINGS.names():
+        assert f"**{name}" in text
+    for word in ("head size", "nats", "FLOPs", "sdpa", "window", "w_min", "φ", "residual stream", "token"):
+        assert f"**{word}" in text, word
