@@ -9,6 +9,7 @@ import torch
 
 from explorer import glossary, lessons, urlstate
 from explorer.pages import PAGES
+import ui
 
 # One intra-op thread per computation: the server's cores are shared by every session's script
 # thread and the scheduler's workers (and often by a browser on the same machine). With torch's
@@ -19,7 +20,7 @@ torch.set_num_threads(1)
 S = st.session_state
 S.app_shell = True  # pages check this: they were opened through this navigation
 present = bool(S.get("present", st.query_params.get("present", "").lower() == "true"))
-st.set_page_config(page_title="Transformer Explorer", page_icon=":material/hub:", layout="wide",
+st.set_page_config(page_title="Transformer Explorer", page_icon=ui.app_icon(), layout="wide",
                    initial_sidebar_state="collapsed" if present else "auto")
 
 NAV = {spec.id: st.Page(spec.file, title=spec.title, icon=spec.icon, url_path=spec.id, default=spec.default)
@@ -91,9 +92,12 @@ if lesson is not None:
             st.rerun()
 
 before = query_snapshot()
+S._page_figures = {}  # what ui.chart draws in this run, for the export panel
 try:
     page.run()
 finally:
+    with st.sidebar:
+        ui.export_panel()
     after = query_snapshot()
     messages, unknown = urlstate.notices(before, after, S)
     for name in unknown:

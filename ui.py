@@ -12,8 +12,8 @@ from typing import Callable
 import plotly.graph_objects as go
 import streamlit as st
 
-from explorer import figures, view
-from explorer.jobs import Handle, Scheduler
+from explorer import export, figures, view
+from explorer.jobs import FunctionJob, Handle, Scheduler
 from explorer.pages import PageSpec, by_file
 
 S = st.session_state
@@ -52,6 +52,23 @@ def submit(job) -> Handle:
     return scheduler().submit(job, holder())
 
 
+@st.cache_resource
+def app_icon():
+    """The browser tab's icon, drawn here (a causal attention pattern, viridis): a Material icon as
+    favicon would be fetched from the web, and the app works offline."""
+    from PIL import Image
+
+    colors = [(68, 1, 84), (59, 82, 139), (33, 145, 140), (94, 201, 98), (253, 231, 37)]
+    img = Image.new("RGB", (64, 64), (255, 255, 255))
+    for i in range(8):
+        for j in range(i + 1):
+            shade = colors[min(4, (i - j) * 5 // 8)] if i != j else colors[4]
+            for y in range(i * 8, i * 8 + 7):
+                for x in range(j * 8, j * 8 + 7):
+                    img.putpixel((x, y), shade)
+    return img
+
+
 # ---------------------------------------------------------------------------------------------- drawing
 PLOT_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 3}}
 
@@ -62,6 +79,7 @@ def chart(fig, key: str, description: str = "", slot=None) -> None:
     every page."""
     fig = fig if isinstance(fig, go.Figure) else go.Figure(fig)
     (slot or st).plotly_chart(fig, key=key, config=PLOT_CONFIG, alt=description or None)
+    S.setdefault("_page_figures", {})[key] = (description, fig)  # for the shell's export panel
 
 
 @st.cache_resource(max_entries=128)
@@ -73,6 +91,45 @@ def figure(builder: str, *args) -> go.Figure:
     """``explorer.figures.<builder>(*args)`` validated once by plotly (that costs more than drawing)
     and shared read-only: its key is the data it shows, so no session sees another's."""
     return _shared_figure(builder, args)
+
+
+EXPORT_BYTES = 4e8  # a Chromium rendering one figure
+
+
+def _render(key: str, description: str, fig) -> None:
+    """Render one figure to SVG and PNG as a job (a Chromium is heavy work too), kept for download."""
+    handle = scheduler().submit(FunctionJob(lambda: {fmt: export.figure_bytes(fig, fmt) for fmt in ("svg", "png")},
+                                            peak_bytes=EXPORT_BYTES, title="exporting a figure"), holder())
+    if handle.wait(180) == "done":
+        S._exported = (key, description, handle.result())
+    else:
+        S._export_error = handle.error or "the export did not finish"
+
+
+def export_panel() -> None:
+    """Every figure the page drew, as SVG or as a PNG 1,920 pixels wide (rendered on this server)."""
+    drawn = S.get("_page_figures") or {}
+    if not drawn:
+        return
+    with st.expander("Export figures", icon=":material/download:"):
+        if not export.available():
+            st.caption("This server has no Chromium to render files with: use the camera button on a figure's "
+                       "toolbar (a PNG three times its size).")
+            return
+        keys = list(drawn)
+        choice = st.selectbox("Figure", keys, format_func=lambda k: drawn[k][0] or k, key="export_choice",
+                              help="Any figure on this page.")
+        st.button("Make SVG and PNG", key="export_render", on_click=_render, args=(choice, *drawn[choice]),
+                  help="For slides: SVG scales to any size; the PNG is 1,920 pixels wide.")
+        if "_export_error" in S:
+            st.error(f"The figure could not be rendered: {S.pop('_export_error')}.")
+        done = S.get("_exported")
+        if done is not None and done[0] == choice:
+            c1, c2 = st.columns(2)
+            c1.download_button("SVG", done[2]["svg"], file_name=f"{choice}.svg", mime="image/svg+xml",
+                               key="export_svg", help="A vector file: sharp at any size.")
+            c2.download_button("PNG", done[2]["png"], file_name=f"{choice}.png", mime="image/png",
+                               key="export_png", help="1,920 pixels wide: a projector's width.")
 
 
 def control(c: view.Control):

@@ -52,6 +52,7 @@ def test_every_page_loads_clean_and_draws_with_the_shell(page, server, spec):
     assert sidebar.get_by_text("Lessons", exact=True).count() == 1  # the shell, before anything is run
     assert sidebar.get_by_text("Presentation mode").count() == 1
     assert sidebar.get_by_role("button", name="Glossary").count() == 1
+    assert not page.context.blocked, page.context.blocked  # nothing asked of the web: it works offline
     charts = page.locator("[data-testid='stPlotlyChart'][role='figure']")
     assert charts.count() >= 1 and all(charts.nth(i).get_attribute("aria-label") for i in range(charts.count()))
     assert page.locator("[data-testid='stException']").count() == 0
@@ -156,7 +157,7 @@ def test_training_redraws_live_and_stop_keeps_the_model(page, server):
     assert len([s for s in seen if s > 0]) >= 3, seen  # the live view redrew while training
     assert page.locator("[data-testid='stException']").count() == 0
     page.get_by_role("button", name="■ Stop").click()
-    _, text = steps_seen(page, lambda t: "Training" not in t and "trained" in t, timeout_s=20)
+    _, text = steps_seen(page, lambda t: "Training" not in t and "trained" in t, timeout_s=60)
     assert "Training" not in text and "of 20000 steps" in text  # stopped, and the model it had is kept
     kept = int(re.search(r"trained (\d+)", text).group(1))
     assert 60 < kept < 20000
@@ -179,3 +180,17 @@ def test_a_lesson_sets_the_whole_view_over_what_was_typed(page, server):
     assert page.get_by_role("spinbutton", name="Seed").input_value() == "0"  # every control, not only some
     assert page.get_by_test_id("stAlert").filter(has_text="fits at most").count() == 0
     assert page.get_by_text("This lesson set task = reverse").count() == 1  # and it says so
+
+
+def test_a_figure_exports_as_svg_for_slides(page, server):
+    page.goto(server + "/positions")
+    wait_until_idle(page)
+    sidebar = page.get_by_test_id("stSidebar")
+    sidebar.get_by_text("Export figures").click()
+    sidebar.get_by_role("button", name="Make SVG and PNG").click()
+    wait_until_idle(page, timeout=120_000)
+    with page.expect_download(timeout=60_000) as download:
+        sidebar.get_by_role("button", name="SVG", exact=True).click()
+    path = download.value.path()
+    head = open(path, "rb").read(200)
+    assert head.startswith(b"<svg") and download.value.suggested_filename.endswith(".svg")
