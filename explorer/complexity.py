@@ -108,6 +108,13 @@ URL_CONTROLS = {  # the page's URL key -> (SweepSettings field, how the control 
 }
 
 
+def size_help() -> str:
+    """The Complexity page's one size control, described by every kind that reads it."""
+    uses = "; ".join(f"{kind.name}: {kind.size_control.label[0].lower()}{kind.size_control.label[1:]}"
+                     for kind in ATTENTION.values() if kind.size_control)
+    return f"One size for every kind that has one ({uses})."
+
+
 def url_defaults() -> dict:
     """Every control of the page at its default (what a lesson starts from)."""
     d = SweepSettings()

@@ -33,8 +33,7 @@ with st.sidebar:
     n_head = st.selectbox("Heads", [1, 2, 4, 8, 16], index=2, key="cx_heads", bind="query-params",
                           help="Heads share the width: head size d_h = d / h.")
     window = st.number_input("Window / block size w", 1, 4096, D.window, key="cx_window", bind="query-params",
-                             help="The window (sliding), smallest window (dynamic) or block size (block_sparse, "
-                                  "hierarchical).")
+                             help=complexity.size_help())
     pass_ = st.radio("Pass", measure.PASSES, key="cx_pass", bind="query-params", horizontal=True,
                      help="Forward only, or forward and backward as in training.")
     repeats = st.number_input("Timed repeats (median)", 1, 20, D.repeats, key="cx_repeats", bind="query-params",

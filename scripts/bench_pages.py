@@ -2,7 +2,7 @@
 lesson's promised picture for a first and a second student (fresh browser contexts, one server).
 Prints one JSON object.
 
-    python scripts/bench_pages.py [--lessons] [--repeats 2]
+    python scripts/bench_pages.py [--lessons] [--repeats 2] [--stops 10] [--only-stops]
 
 - page, cold: a fresh server, a fresh browser context opens the page; seconds to the first plotly
   chart drawn and to idle (the script finished and no job running).
@@ -13,6 +13,8 @@ Prints one JSON object.
   fresh context opens the same link.
 - redraws while training: the Lab's live view, counted in the browser (the training status line
   changes each time the fragment redraws) during one default training run.
+- Stop (``--stops N``): N times, start a long training run, wait for it to be drawing, click Stop and
+  time until the status line says it stopped; then check that the step count stays where it stopped.
 Requests off this machine are blocked, as in an offline classroom.
 """
 import argparse
@@ -81,21 +83,59 @@ def redraw_rate(browser, base: str) -> dict:
             "first_loss_point_s": None if first_loss is None else round(first_loss, 2)}
 
 
+STATUS = ("(() => { const m = Array.from(document.querySelectorAll(\"[data-testid='stMarkdownContainer']\"))"
+          ".find(e => e.innerText.includes('trained ')); return m ? m.innerText : ''; })()")
+
+
+def stop_latency(browser, base: str, tries: int) -> dict:
+    """Seconds from a Stop click until the page says training stopped, over ``tries`` runs."""
+    import re
+
+    ctx = offline_context(browser, viewport={"width": 1400, "height": 1600})
+    page = ctx.new_page()
+    latencies, moved_after = [], 0
+    for i in range(tries):
+        page.goto(base + f"/?lab_seed={9000 + i}&lab_until_learned=false&lab_steps=20000&lab_length=6")
+        wait_until_idle(page)
+        page.get_by_role("button", name="▶ Train").click()
+        page.wait_for_function(STATUS + ".includes('Training') && /trained [1-9]/.test(" + STATUS + ")",
+                               timeout=120_000)
+        page.wait_for_timeout(1500)  # let it draw a few times
+        t0 = time.perf_counter()
+        page.get_by_role("button", name="■ Stop").click()
+        page.wait_for_function("!" + STATUS + ".includes('Training') && " + STATUS + ".includes('trained')",
+                               timeout=120_000, polling=20)
+        latencies.append(time.perf_counter() - t0)
+        kept = re.search(r"trained (\d+)", page.evaluate(STATUS)).group(1)
+        page.wait_for_timeout(1000)
+        moved_after += re.search(r"trained (\d+)", page.evaluate(STATUS)).group(1) != kept
+    ctx.close()
+    ordered = sorted(latencies)
+    return {"tries": tries, "median_s": round(statistics.median(latencies), 3),
+            "p95_s": round(ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))], 3),
+            "max_s": round(max(latencies), 3), "kept_training_after_stop": moved_after}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--lessons", action="store_true", help="also time every lesson for two students")
     ap.add_argument("--repeats", type=int, default=2, help="warm visits per page")
+    ap.add_argument("--stops", type=int, default=0, help="time this many Stop clicks on the Lab")
+    ap.add_argument("--only-stops", action="store_true", help="skip the page and lesson timings")
     args = ap.parse_args()
     out = {"pages": {}, "lessons": {}}
     with chromium() as browser:
-        for spec in PAGES.values():
+        if args.stops:
+            with app_server() as base:
+                out["stop"] = stop_latency(browser, base, args.stops)
+        for spec in ([] if args.only_stops else PAGES.values()):
             with app_server() as base:
                 cold = open_and_time(browser, base + spec.path, spec.charts)
                 warm = [open_and_time(browser, base + spec.path, spec.charts) for _ in range(args.repeats)]
                 out["pages"][spec.id] = {"cold": cold, "warm": warm}
                 if spec.default:
                     out["lab_live"] = redraw_rate(browser, base)
-        if args.lessons:
+        if args.lessons and not args.only_stops:
             for lid in LESSONS.names():
                 lesson = LESSONS[lid]
                 with app_server() as base:

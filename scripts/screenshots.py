@@ -28,6 +28,13 @@ def shots() -> list[tuple[str, Shot]]:
     out = [(page.path, shot) for page in PAGES.values() for shot in page.shots]
     out += [("/", Shot(f"lesson_{lid}", f"?lesson={lid}", 2, f"Lesson: {LESSONS[lid].title}."))
             for lid in LESSONS.names()]
+    for page in PAGES.values():  # what a class sees: a projector in presentation mode, and a phone
+        out += [(page.path, Shot(f"size_{page.id}_projector", "?present=true", page.charts,
+                                 f"{page.title} at 1280×720 in presentation mode (the first screen).",
+                                 {"viewport": {"width": 1280, "height": 720}})),
+                 (page.path, Shot(f"size_{page.id}_400px", "", page.charts,
+                                  f"{page.title} at 400 px wide (the first two screens).",
+                                  {"viewport": {"width": 400, "height": 1600}}))]
     return out
 
 
@@ -70,7 +77,7 @@ def main() -> None:
             for path, shot in shots():
                 if args.only and shot.name not in args.only:
                     continue
-                ctx = offline_context(browser, viewport={"width": 1400, "height": 2000}, **shot.options)
+                ctx = offline_context(browser, **{"viewport": {"width": 1400, "height": 2000}, **shot.options})
                 page = ctx.new_page()
                 page.goto(base + path + shot.query)
                 wait_until_idle(page, timeout=300_000)

@@ -34,6 +34,8 @@ def test_every_kind_is_on_the_lab_and_the_complexity_page():
     for trace in flops["data"]:  # each kind's own style
         entry = ATTENTION[trace["name"]] if trace["name"] in ATTENTION else REFERENCES[trace["name"]]
         assert trace["line"]["color"] == entry.style.color and trace["marker"]["symbol"] == entry.style.marker
+    size = cx.sidebar.number_input(key="cx_window").help
+    assert all(f"{k.name}: " in size for k in ATTENTION.values() if k.size_control)  # the size control's help
 
 
 def test_every_encoding_is_on_the_lab_the_positions_page_and_the_experiment():
