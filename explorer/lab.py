@@ -17,6 +17,7 @@ import torch
 
 from .attention import ATTENTION
 from .attention.window import dynamic_window_rule
+from .child import ChildWorker
 from .config import ModelConfig
 from .encodings import ENCODINGS
 from .cost import model_attention_flops, useful_fraction
@@ -25,6 +26,7 @@ from .generate import generate
 from .model import GPT, build_model, logit_lens, runtime_fields, same_parameters, with_config
 from .tasks import LETTERS, TASKS, Task
 from .jobs import FunctionJob, Handle
+from .measure import CHILD_BYTES
 from .runs import StopRule, TrainedRun, TrainJob, measure_step_s, training_peak_bytes
 from .train import TrainConfig, Trainer, evaluate
 
@@ -188,9 +190,20 @@ def estimate_text(settings: LabSettings, speed: tuple[float, float]) -> str:
     return text + "."
 
 
+def calibrate_in_child() -> tuple[float, float]:
+    """``calibrate`` in a child process with one torch thread (the server's own setting for a
+    computation), so the seconds it measures do not slow the server's other sessions through
+    Python's lock while a student is changing controls."""
+    worker = ChildWorker(threads=1)
+    try:
+        return worker.call("explorer.lab:calibrate")
+    finally:
+        worker.close()
+
+
 def calibration_job():
-    """Measuring this server's speed, once per server (shared by key)."""
-    return FunctionJob(calibrate, key=("lab-speed",), peak_bytes=training_peak_bytes(
+    """Measuring this server's speed, once per server (shared by key), in a child process."""
+    return FunctionJob(calibrate_in_child, key=("lab-speed",), peak_bytes=CHILD_BYTES + training_peak_bytes(
         CALIBRATION[1].model_config(), TrainConfig.batch_size, CALIBRATION[1].task_obj.context(CALIBRATION[1].length)),
         title="measuring this server's speed")
 
