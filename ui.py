@@ -18,7 +18,7 @@ from explorer.pages import PageSpec, by_file
 
 S = st.session_state
 REFRESH_S = 0.25  # seconds between redraws while a job runs, when few sessions watch one
-REFRESH_PER_WATCHER_S = 0.05  # with many watching, each redraws less often: 30 live views, one every 1.5 s
+REFRESH_PER_WATCHER_S = 0.2  # with many watching, each redraws less often: at most 5 redraws a second in all
 
 
 def ensure_navigation(page_file: str) -> PageSpec:
