@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .attention import ATTENTION
+from .blocks import FEEDFORWARD, LAYOUTS, NORMS
 from .encodings import ENCODINGS
 
 LIMITS = {  # field -> (min, max), the ranges the app offers
@@ -19,6 +20,9 @@ LIMITS = {  # field -> (min, max), the ranges the app offers
     "n_global": (0, 64),
     "n_strided": (0, 64),
     "vocab_size": (2, 4096),
+    "mlp_ratio": (1, 8),
+    "n_experts": (1, 16),
+    "top_k": (1, 16),
 }
 
 
@@ -34,6 +38,16 @@ class ModelConfig:
     n_global: int = 1  # block_sparse: leading tokens every later token may attend to
     n_strided: int = 2  # block_sparse: strided hops back, at multiples of the block size
     encoding: str = "learned"  # positional encoding, a name in explorer.encodings.ENCODINGS
+    norm: str = "layernorm"  # normalisation, a name in explorer.blocks.NORMS
+    layout: str = "pre_ln"  # where the residual path and the norms go, a name in explorer.blocks.LAYOUTS
+    ffn: str = "dense"  # the feed-forward layer, a name in explorer.blocks.FEEDFORWARD (dense or moe)
+    mlp_ratio: int = 4  # hidden width of the MLP (and of each expert) = mlp_ratio * n_embd
+    n_experts: int = 4  # moe: experts per layer
+    top_k: int = 1  # moe: experts each token is sent to (1 = Switch, 2 = GShard / Mixtral)
+    capacity_factor: float = 1.25  # moe: an expert takes at most ceil(factor * top_k * tokens / n_experts) tokens
+    router_noise: float = 0.0  # moe: std of the noise added to the router's logits while training (noisy top-k)
+    aux_weight: float = 0.01  # moe: weight of the load-balancing loss added to the training loss (0 = off)
+    funnel: tuple = ()  # blocks before which the sequence is pooled to half its length (e.g. (1,)); () = flat
 
     def __post_init__(self) -> None:
         self.validate()
@@ -65,6 +79,24 @@ class ModelConfig:
                 f"n_head = {self.n_head}: {self.encoding} rotates pairs of dimensions, so the head size "
                 f"n_embd / n_head = {self.head_dim} must be even; pick fewer heads or a wider model"
             )
+        for field, registry in (("norm", NORMS), ("layout", LAYOUTS), ("ffn", FEEDFORWARD)):
+            if getattr(self, field) not in registry:
+                raise ValueError(f"{field} = {getattr(self, field)!r}: choose one of {', '.join(registry.names())}")
+        if self.top_k > self.n_experts:
+            raise ValueError(f"top_k = {self.top_k}: a token cannot go to more experts than there are "
+                             f"(n_experts = {self.n_experts})")
+        if not (isinstance(self.capacity_factor, (int, float)) and 0.1 <= self.capacity_factor <= 8):
+            raise ValueError(f"capacity_factor = {self.capacity_factor!r}: allowed range is 0.1 to 8 "
+                             f"(1 = exactly a fair share of the tokens per expert)")
+        if not (isinstance(self.router_noise, (int, float)) and 0 <= self.router_noise <= 10):
+            raise ValueError(f"router_noise = {self.router_noise!r}: allowed range is 0 to 10")
+        if not (isinstance(self.aux_weight, (int, float)) and 0 <= self.aux_weight <= 10):
+            raise ValueError(f"aux_weight = {self.aux_weight!r}: allowed range is 0 to 10")
+        f = tuple(self.funnel)
+        if any(not isinstance(i, int) or isinstance(i, bool) for i in f) or list(f) != sorted(set(f)) \
+                or any(not 1 <= i < self.n_layer for i in f):
+            raise ValueError(f"funnel = {self.funnel!r}: blocks 1 to {self.n_layer - 1}, each once, in order "
+                             f"(the first block always reads the full sequence)")
         kind = ATTENTION[self.attention]
         if encoding.biases_scores and not kind.explicit_scores:
             raise ValueError(

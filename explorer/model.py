@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .attention import ATTENTION
+from .blocks import FEEDFORWARD, LAYOUTS, NORMS, pool_pairs, unpool_causal
 from .config import ModelConfig
 from .encodings import ENCODINGS, PositionalEncoding
 
@@ -34,11 +35,13 @@ BLOCK_HOOKS = ("resid_pre", "attn.q", "attn.k", "attn.v", "attn.pattern", "attn.
                "mlp_out", "resid_post")
 
 
-def hook_names(n_layer: int, pos_table: bool = True) -> list[str]:
+def hook_names(n_layer: int, pos_table: bool = True, ffn_hooks: tuple[str, ...] = ()) -> list[str]:
     """Every hook point of a model with ``n_layer`` blocks, in the order the forward pass meets them
-    (``pos_embed`` only where the encoding adds a table)."""
+    (``pos_embed`` only where the encoding adds a table; ``ffn_hooks`` those of its feed-forward
+    layer, e.g. a mixture's routing)."""
     return (["embed"] + (["pos_embed"] if pos_table else []) + [f"blocks.{i}.{h}" for i in range(n_layer)
-                                                                 for h in BLOCK_HOOKS] + ["ln_final", "logits"])
+                                                                 for h in BLOCK_HOOKS + tuple(ffn_hooks)]
+            + ["ln_final", "logits"])
 
 
 class Hooks:
@@ -100,6 +103,13 @@ class ModelOutput:
     logits: Tensor  # (B, T, vocab)
     loss: Optional[Tensor] = None  # mean cross-entropy over targets != -100
     trace: dict = field(default_factory=dict)  # hook name -> tensor, for the names asked
+    aux_loss: Optional[Tensor] = None  # sum over layers of the mixture's balancing loss (0 for dense layers)
+    aux_weight: float = 0.0  # its weight in the training objective
+
+    @property
+    def objective(self) -> Tensor:
+        """What training minimises: the cross-entropy plus the weighted balancing loss."""
+        return self.loss + self.aux_weight * self.aux_loss
 
     @property
     def attentions(self) -> Optional[list[Tensor]]:
@@ -129,29 +139,34 @@ class CausalSelfAttention(nn.Module):
         return self.c_proj(z.transpose(1, 2).contiguous().view(B, T, C))  # heads side by side, projected
 
 
-class MLP(nn.Module):
-    def __init__(self, config: ModelConfig):
-        super().__init__()
-        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd)
-        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.c_proj(F.gelu(self.c_fc(x)))
-
-
 class Block(nn.Module):
+    """One transformer block: attention then the feed-forward layer, each wrapped by the layout
+    (pre-LN, post-LN or no residual) with the config's norm."""
+
     def __init__(self, config: ModelConfig):
         super().__init__()
-        self.ln_1 = nn.LayerNorm(config.n_embd)
+        norm = NORMS[config.norm].make
+        self.layout = LAYOUTS[config.layout]
+        self.ln_1 = norm(config.n_embd)
         self.attn = CausalSelfAttention(config)
-        self.ln_2 = nn.LayerNorm(config.n_embd)
-        self.mlp = MLP(config)
+        self.ln_2 = norm(config.n_embd)
+        self.mlp = FEEDFORWARD[config.ffn].make(config)
 
-    def forward(self, x: Tensor, pos: PositionalEncoding, hook=NO_HOOKS, name: str = "") -> Tensor:
+    def forward(self, x: Tensor, pos: PositionalEncoding, hook=NO_HOOKS, name: str = "") -> tuple[Tensor, Tensor]:
+        aux = []
+
+        def attn(h: Tensor) -> Tensor:
+            return hook(f"{name}.attn_out", self.attn(h, pos, hook, f"{name}.attn"))
+
+        def mlp(h: Tensor) -> Tensor:
+            out, loss = self.mlp(h, hook, f"{name}.moe")
+            aux.append(loss)
+            return hook(f"{name}.mlp_out", out)
+
         x = hook(f"{name}.resid_pre", x)
-        x = hook(f"{name}.resid_mid", x + hook(f"{name}.attn_out", self.attn(self.ln_1(x), pos, hook, f"{name}.attn")))
-        x = hook(f"{name}.resid_post", x + hook(f"{name}.mlp_out", self.mlp(self.ln_2(x))))
-        return x
+        x = hook(f"{name}.resid_mid", self.layout.sublayer(x, attn, self.ln_1))
+        x = hook(f"{name}.resid_post", self.layout.sublayer(x, mlp, self.ln_2))
+        return x, aux[0]
 
 
 class GPT(nn.Module):
@@ -161,7 +176,7 @@ class GPT(nn.Module):
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)
         self.pos = ENCODINGS[config.encoding](config)
         self.blocks = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
-        self.ln_f = nn.LayerNorm(config.n_embd)
+        self.ln_f = NORMS[config.norm].make(config.n_embd)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         self.lm_head.weight = self.wte.weight  # weight tying (GPT-2)
         self.apply(self._init_weights)
@@ -177,7 +192,8 @@ class GPT(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def hook_names(self) -> list[str]:
-        return hook_names(self.config.n_layer, type(self.pos).embed is not PositionalEncoding.embed)
+        return hook_names(self.config.n_layer, type(self.pos).embed is not PositionalEncoding.embed,
+                          FEEDFORWARD[self.config.ffn].hooks)
 
     def forward(self, idx: Tensor, targets: Optional[Tensor] = None, need_weights: bool = False,
                 capture: Iterable[str] | bool | None = None,
@@ -193,13 +209,23 @@ class GPT(nn.Module):
         pe = self.pos.embed(T, idx.device)
         if pe is not None:
             x = x + hook("pos_embed", pe)
+        aux = x.new_zeros(())
+        skips = []  # the funnel: the full-resolution stream before each pooling
         for i, block in enumerate(self.blocks):
-            x = block(x, self.pos, hook, f"blocks.{i}")
+            if i in self.config.funnel:
+                skips.append(x)
+                x = pool_pairs(x)  # (B, T/2, C): each merged token the mean of a pair
+            if x.shape[1] == 0:  # too short to pool: position 0 never receives a coarser token anyway
+                continue
+            x, block_aux = block(x, self.pos, hook, f"blocks.{i}")
+            aux = aux + block_aux
+        for skip in reversed(skips):  # hand what the coarser blocks added back to full resolution, causally
+            x = skip + unpool_causal(x - pool_pairs(skip), skip.shape[1])
         logits = hook("logits", self.lm_head(hook("ln_final", self.ln_f(x))))  # (B, T, vocab)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100)
-        return ModelOutput(logits, loss, dict(hook.trace))
+        return ModelOutput(logits, loss, dict(hook.trace), aux, self.config.aux_weight)
 
 
 def build_model(config: ModelConfig, seed: int = 0) -> GPT:
@@ -217,7 +243,8 @@ def with_config(model: GPT, config: ModelConfig) -> GPT:
     return clone.eval()
 
 
-PARAMETER_FIELDS = ("vocab_size", "block_size", "n_layer", "n_embd", "encoding")  # fields that shape parameters
+PARAMETER_FIELDS = ("vocab_size", "block_size", "n_layer", "n_embd", "encoding", "norm", "ffn", "mlp_ratio",
+                    "n_experts")  # fields that shape parameters
 
 
 def same_parameters(a: ModelConfig, b: ModelConfig) -> bool:

@@ -77,7 +77,7 @@ class Trainer:
             group["lr"] = self._lr()
         out = self.model(x, y)
         self.optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
+        out.objective.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
         self.optimizer.step()
         self.step += 1
