@@ -315,3 +315,23 @@ def residual_norm_figure(lens: dict, tokens: Sequence[str], height: int = 300) -
     fig["layout"]["xaxis"].update(tickmode="array", tickvals=list(range(len(tokens))),
                                   ticktext=[token_label(t) for t in tokens] if len(tokens) <= 48 else [])
     return fig
+
+
+def routing_figure(gates: np.ndarray, tokens: Sequence[str], chosen: np.ndarray, height: int = 420) -> dict:
+    """A mixture's routing of one sequence in one layer: ``gates`` (T, E) router probabilities, one
+    row per token, one column per expert; ``chosen`` (T, k) the experts each token went to (marked)."""
+    T, E = gates.shape
+    labels = [token_label(t) for t in tokens]
+    trace = {"type": "heatmap", "z": np.round(gates, 4).tolist(), "x": list(range(E)), "y": list(range(T)),
+             "zmin": 0.0, "zmax": 1.0, "colorscale": COLORSCALE, "colorbar": {"title": {"text": "gate"}, "thickness": 12},
+             "customdata": [[labels[t]] * E for t in range(T)],
+             "hovertemplate": "token %{y} '%{customdata}' → expert %{x}<br>router probability %{z:.3f}<extra></extra>"}
+    marks = {"type": "scatter", "mode": "markers", "x": [int(e) for row in chosen for e in row],
+             "y": [t for t, row in enumerate(chosen) for _ in row], "name": "chosen",
+             "marker": {"symbol": "circle-open", "size": 12, "color": "#d55e00", "line": {"width": 2}},
+             "hoverinfo": "skip", "showlegend": True}
+    layout = {"height": height, "margin": {"l": 50, "r": 20, "t": 30, "b": 40},
+              "legend": {"orientation": "h", "y": -0.12},
+              "xaxis": {"title": {"text": "expert"}, "tickmode": "linear", "dtick": 1, "tick0": 0},
+              "yaxis": {**_axis(tokens, (0, 1), "x", True, reverse=True), "title": {"text": "token"}}}
+    return {"data": [trace, marks], "layout": layout}

@@ -40,6 +40,20 @@ TERMS = {
     "extrapolation": "Working on inputs longer than any seen in training.",
     "seed": "The number that fixes every random choice (weights, data): the same seed gives the same picture.",
     "step": "One update of the weights, from one batch of 64 training examples.",
+    "mixture of experts": "A feed-forward layer made of several MLPs (experts); a router sends each token to a few "
+                          "of them, so the model has more parameters than one token uses (Shazeer et al. 2017).",
+    "router": "The small linear layer of a mixture of experts that scores every expert for a token; a softmax turns "
+              "the scores into probabilities (gates).",
+    "top-k": "How many experts each token is sent to: 1 in Switch Transformer, 2 in GShard and Mixtral.",
+    "capacity factor": "How many tokens one expert may take from a batch, as a multiple of a fair share "
+                       "(top-k × tokens ÷ experts); tokens beyond it are dropped and only their residual path carries "
+                       "them on.",
+    "balancing loss": "Switch Transformer's auxiliary loss, experts × Σ (share of tokens sent to e) × (mean gate of "
+                      "e): 1 when routing is even, larger as it crowds onto few experts.",
+    "active parameters": "The parameters one token actually uses: in a mixture of experts, only those of the "
+                         "experts it is sent to.",
+    "coefficient of variation": "Standard deviation divided by mean: here of the experts' loads, 0 when every "
+                                "expert takes the same share.",
 }
 
 

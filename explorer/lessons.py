@@ -97,3 +97,13 @@ _add(Lesson(
                 f"diagonal, {_INDUCTION_BACK} positions to its left — the induction head; once trained, the page "
                 "names the head where it is clearest.",
 ))
+_add(Lesson(
+    "experts", "Experts specialise", "experts",
+    {"moe_experts": 4, "moe_top_k": 1, "moe_aux": 0.01},
+    autorun=True,
+    explanation="Three models train on copy, reverse and sort at once: a mixture of 4 experts (each token goes to "
+                "one), the same without its balancing loss, and a dense model with the same parameters per token. "
+                "Watch the **load imbalance**: without the balancing loss the router is free to crowd the tokens "
+                "onto a few experts. When training ends, read the table at the bottom: does each task's tag and "
+                "answer go to experts of its own? The page says what came out, and how the dense model compares.",
+))

@@ -1,7 +1,7 @@
 """A mixture-of-experts feed-forward layer: a router sends each token to its top-k experts.
 
     gates  = softmax(x W_g [+ noise])                   (N, E)   the router's probabilities
-    top-k  = the k largest gates, renormalised to sum 1   (N, k)
+    top-k  = the k largest gates (renormalised when k >= 2) (N, k)
     y      = sum over the chosen experts e of gate_e * expert_e(x)
 
 Each expert takes at most ``capacity = ceil(capacity_factor * k * N / E)`` tokens (N tokens in
@@ -50,9 +50,12 @@ class Routing:
 
 
 def top_k_route(gates: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    """The ``k`` largest gates of each token and their indices, renormalised to sum to 1."""
+    """The ``k`` largest gates of each token and their indices. With k >= 2 the chosen gates are
+    renormalised to sum to 1 (GShard, Mixtral); with k = 1 the gate is kept as it is (Switch
+    Transformer): renormalised it would always be 1, and the router would get no gradient from the
+    loss through the output, only from the balancing loss."""
     weights, experts = gates.topk(k, dim=-1)  # (N, k)
-    return experts, weights / weights.sum(-1, keepdim=True)
+    return experts, (weights / weights.sum(-1, keepdim=True) if k > 1 else weights)
 
 
 def capacity(n_tokens: int, n_experts: int, k: int, factor: float) -> int:

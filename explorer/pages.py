@@ -79,6 +79,13 @@ add(PageSpec(
     reserved=("pe_ran",), order=20, defaults="explorer.extrapolation:url_defaults", shots=(
         Shot("positions", "", 2, "Positional encodings: sinusoidal table and similarity, RoPE, ALiBi."),
     )))
+add(PageSpec(
+    "experts", "Mixture of experts", "pages/experts.py", ":material/alt_route:", "moe_", charts=0,
+    reserved=("moe_trained",), order=30, defaults="explorer.experts:url_defaults", shots=(
+        Shot("experts", "?moe_trained=1", 4, "Mixture of experts after training: held-out loss against time for the "
+             "mixture, the mixture without its balancing loss and a dense model; load imbalance; each expert's "
+             "load; the routing of one input; which experts each task uses."),
+    )))
 
 
 def reserved_params() -> set[str]:

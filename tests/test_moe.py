@@ -16,8 +16,8 @@ def test_top_k_picks_the_largest_gates_and_renormalises_them():
     experts, weights = top_k_route(gates, 2)
     assert experts.tolist() == [[1, 3], [0, 1]]
     assert torch.allclose(weights, torch.tensor([[0.5 / 0.75, 0.25 / 0.75], [0.4 / 0.7, 0.3 / 0.7]]))
-    experts, weights = top_k_route(gates, 1)
-    assert experts.tolist() == [[1], [0]] and torch.equal(weights, torch.ones(2, 1))
+    experts, weights = top_k_route(gates, 1)  # Switch: the gate itself, so the router learns from the loss
+    assert experts.tolist() == [[1], [0]] and torch.equal(weights, torch.tensor([[0.5], [0.4]]))
 
 
 def test_the_balancing_loss_is_switch_transformers_formula():
@@ -73,6 +73,7 @@ def test_dropped_tokens_get_nothing_from_the_layer_so_only_the_residual_carries_
 def test_a_mixture_of_one_expert_with_top_1_is_the_dense_layer_exactly():
     dense = build_model(ModelConfig(n_layer=2, ffn="dense"), seed=3)
     moe = build_model(ModelConfig(n_layer=2, ffn="moe", n_experts=1, top_k=1, capacity_factor=1.0), seed=3)
+    # one expert: its gate is softmax over one logit = 1, whatever the router's weights
     state = {}
     for name, value in dense.state_dict().items():
         state[name.replace(".mlp.c_", ".mlp.experts.0.c_")] = value

@@ -1,0 +1,152 @@
+"""Mixture of experts: a router sends each token to a few experts; train one live beside the same
+mixture without its balancing loss and a dense model with the same active parameters."""
+import streamlit as st
+
+from explorer import experts, figures, lab
+from explorer.figures import md_escape
+import ui
+
+S = st.session_state
+PAGE = ui.ensure_navigation(__file__)
+D = experts.ExpertsSettings()
+
+
+def start(settings):
+    stop()
+    S.moe_handle = ui.submit(experts.ExpertsJob(settings))
+
+
+def stop():
+    handle = S.pop("moe_handle", None)
+    if handle is not None:
+        S.moe_stopped = handle.job.live()  # keep what it had
+        handle.release(ui.holder())
+
+
+st.title("Mixture of experts")
+st.caption("A mixture-of-experts layer replaces the block's one MLP by several, and a router sends each token to "
+           "its top-k of them: more parameters, the same work per token. Train one on three tasks at once and see "
+           "where the router sends the tokens.")
+
+with st.sidebar:
+    st.header("Experts")
+    n_experts = st.slider("Experts", 2, 8, D.n_experts, key="moe_experts", bind="query-params",
+                          help="Experts per layer, each an MLP of the dense model's shape.")
+    top_k = st.slider("Top-k", 1, 4, D.top_k, key="moe_top_k", bind="query-params",
+                      help="Experts each token is sent to: 1 as in Switch Transformer, 2 as in GShard and Mixtral.")
+    capacity = st.select_slider("Capacity factor", experts.CAPACITIES, D.capacity_factor, key="moe_capacity",
+                                bind="query-params", help="An expert takes at most factor × top-k × tokens ÷ experts "
+                                                          "tokens of a batch; the rest are dropped (their residual "
+                                                          "path carries them on).")
+    noise = st.select_slider("Router noise", experts.NOISES, D.router_noise, key="moe_noise", bind="query-params",
+                             help="Noise added to the router's scores while training (noisy top-k gating).")
+    aux = st.select_slider("Balancing loss weight", experts.AUX_WEIGHTS, D.aux_weight, key="moe_aux",
+                           bind="query-params", help="Weight of Switch Transformer's load-balancing loss in the "
+                                                     "training loss (0 = off).")
+    st.header("Training")
+    layers = st.slider("Layers", 1, 4, D.n_layer, key="moe_layers", bind="query-params",
+                       help="Transformer blocks, each attention then a mixture of experts.")
+    steps = st.number_input("Training steps", 50, 3000, D.steps, step=50, key="moe_steps", bind="query-params",
+                            help="Optimisation steps of 64 sequences, for each of the three models.")
+    seed = st.number_input("Seed", 0, 2**31 - 1, D.seed, key="moe_seed", bind="query-params",
+                           help="Seeds the weights and the data: the same seed gives everyone the same picture.")
+
+settings = experts.ExpertsSettings(int(n_experts), int(top_k), float(capacity), float(noise), float(aux),
+                                   n_layer=int(layers), steps=int(steps), seed=int(seed))
+problem = settings.problem()
+if problem:
+    st.error(f"These settings cannot be trained: {problem}.", icon=":material/error:")
+else:
+    st.markdown(f"**{experts.MIXED.title}.** {experts.MIXED.description} The three models: "
+                + "; ".join(f"**{name}** ({active:,} of {total:,} parameters used per token)"
+                            for name, (active, total) in experts.params_table(settings).items()) + ".")
+
+handle = S.get("moe_handle")
+if handle is not None and handle.job.settings != settings:
+    handle = None  # the controls changed since: that run is not this view
+if ui.arrived_to_run(PAGE, "moe_trained") and problem is None and handle is None:
+    start(settings)
+    handle = S.moe_handle
+status = handle.status if handle is not None else None  # read once: the job moves on meanwhile
+training = status in ("queued", "running")
+
+c1, c2, c3 = st.columns([1, 1, 6])
+c1.button("▶ Train", on_click=start, args=(settings,), disabled=problem is not None or training, type="primary",
+          key="moe_train", help="Train the three models on this server (the same settings train once, for everyone).")
+c2.button("■ Stop", on_click=stop, disabled=not training, key="moe_stop", help="Stop and keep the models as they are.")
+status_slot = c3.empty()
+speed = ui.submit(lab.calibration_job())  # this server's training speed, measured once and shared
+if problem is None and not training and speed.done:
+    st.caption(experts.estimate_text(settings, speed.result()))
+
+run = handle.job.live() if handle is not None else None
+stopped = S.get("moe_stopped")
+if run is None and stopped is not None and stopped.settings == settings:
+    run = stopped
+if status in ("failed", "refused"):
+    st.error(f"The run could not go on: {handle.error}.", icon=":material/error:")
+ui.mark_finished("moe_trained", status == "done")
+
+layer = st.selectbox("Layer", list(range(settings.n_layer)), key="moe_layer", bind="query-params",
+                     help="Which layer the load and routing views show.")
+progress_slot, loss_slot, cv_slot, load_slot = st.empty(), st.empty(), st.empty(), st.empty()
+
+
+def draw(now) -> None:
+    """The training views, redrawn while training."""
+    step = now.step if now is not None else 0
+    if training:
+        text = f"**Training…** step {step} of {settings.steps} for each model"
+        progress_slot.progress(step / settings.steps, text=f"step {step}/{settings.steps}")
+    else:
+        text = f"Trained {step} of {settings.steps} steps." if now is not None else "Not trained yet: press **Train**."
+    notice = ui.queue_notice(handle, "your run") if training else ""
+    status_slot.markdown(text + (f"  \n{notice}" if notice else ""))
+    if now is None:
+        return
+    ui.chart(figures.lines_figure(experts.loss_series(now), "held-out loss", "training time (s)", "loss (nats)",
+                                  log_y=True), "moe_loss",
+             "Held-out loss of the three models against their training time.", slot=loss_slot)
+    ui.chart(figures.lines_figure(experts.cv_series(now), "load imbalance (coefficient of variation)", "step",
+                                  "std / mean of the experts' load"), "moe_cv",
+             "How unevenly the experts are loaded over training, with and without the balancing loss.", slot=cv_slot)
+    ui.chart(figures.lines_figure(experts.load_series(now, layer), f"each expert's load, layer {layer} (with the "
+                                  "balancing loss)", "step", "share of routed tokens", y_range=(0, 1.02)), "moe_load",
+             f"Share of the routed tokens each expert took in layer {layer}, over training.", slot=load_slot)
+
+
+if training:
+    ui.live(handle, lambda: draw(handle.job.live()), [status_slot, progress_slot, loss_slot, cv_slot, load_slot])
+else:
+    draw(run)
+
+if run is not None and not training:
+    st.markdown("**What came out**\n" + "\n".join(f"- {line}" for line in experts.findings(run)))
+    m1, m2, m3 = st.columns(3)
+    for col, (name, ms) in zip((m1, m2, m3), run.step_ms().items()):
+        col.metric(f"{name}: time per step", f"{ms:.0f} ms", help="Measured while the three trained in turns.")
+
+    st.subheader("Where the router sends your input")
+    moe_model = run.models["MoE"]
+    c1, c2 = st.columns([3, 1])
+    if "moe_input" not in S and "moe_input" not in st.query_params:
+        S.moe_input = experts.default_input(settings)
+    text = c1.text_input("Your input", key="moe_input", bind="query-params", max_chars=settings.length,
+                         help=f"Up to {settings.length} lowercase letters (the models were trained on {settings.length}).")
+    task = c2.selectbox("Task", list(experts.TAGS), key="moe_task", bind="query-params",
+                        help="The tag written after your input: it tells the model what to do.")
+    view = experts.input_view(moe_model, text, task, settings.length)
+    if view.message:
+        st.warning(view.message, icon=":material/keyboard:")
+    else:
+        st.markdown(f"Answer: `{md_escape(view.answer)}` (right: `{md_escape(view.expected)}`).")
+        ui.chart(figures.routing_figure(view.gates[layer], view.tokens, view.chosen[layer]), "moe_routing",
+                 f"Router probabilities of each token for each expert in layer {layer}; circles mark the experts "
+                 f"the token was sent to.")
+    st.subheader(f"Does each task get its own experts? (layer {layer})")
+    table = experts.specialisation(moe_model, settings.length)
+    st.dataframe(experts.specialisation_rows(table, layer), hide_index=True, key="moe_table")
+    st.caption(experts.specialisation_finding(table))
+elif run is None and problem is None and not training:
+    st.info("Press **Train**: the mixture, the mixture without its balancing loss and the dense model train in "
+            "turns, and the figures fill in as they go.", icon=":material/model_training:")

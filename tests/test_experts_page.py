@@ -1,0 +1,134 @@
+"""The Mixture of experts lab: its task, its training job, its statistics and its page."""
+import numpy as np
+import pytest
+import torch
+
+from apptest_helpers import assert_clean, open_page, plotly_specs, run_until, texts
+from explorer import experts
+from explorer.config import ModelConfig
+from explorer.tasks import IGNORE, TASKS
+
+SMALL = experts.ExpertsSettings(n_experts=4, top_k=1, steps=150, length=6)
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """A small run of the three models (about 10 s): the page's job, run to the end."""
+    job = experts.ExpertsJob(SMALL)
+    while not job.step(1.0):
+        pass
+    return job.result()
+
+
+def test_the_mixed_task_tags_each_sequence_and_its_answer_follows_the_tag():
+    x, y, which = experts.MIXED.batch_with_tasks(torch.Generator().manual_seed(0), 64, 5)
+    tok = experts.MIXED.tokenizer
+    assert set(which.tolist()) == {0, 1, 2}
+    for row in range(64):
+        name = list(experts.TAGS)[int(which[row])]
+        assert tok.decode(x[row, 5:6]) == experts.TAGS[name]
+        src = tok.decode(x[row, :5])
+        assert tok.decode(y[row, 5:]) == TASKS[name].expected(src)  # the answer, after the tag
+        assert (y[row, :5] == IGNORE).all()
+
+
+def test_the_dense_model_has_the_mixtures_active_parameters():
+    for k in (1, 2):
+        s = experts.ExpertsSettings(n_experts=4, top_k=k)
+        moe, dense = s.config(), s.config("dense")
+        active = experts.active_params(moe)
+        # per layer the router's weights (width x experts) and, for k experts against one k-times wider
+        # MLP, k - 1 more output biases (width each) are the only difference
+        assert active - experts.active_params(dense) == s.n_layer * (s.n_embd * s.n_experts + (k - 1) * s.n_embd)
+        assert experts.params_of(moe) > active  # the experts a token is not sent to
+
+
+def test_active_parameters_count_what_one_token_really_uses():
+    cfg = ModelConfig(n_layer=1, n_embd=16, n_head=2, ffn="moe", n_experts=3, top_k=2, vocab_size=10, block_size=8)
+    m = experts.build_model(cfg)
+    expert = sum(p.numel() for p in m.blocks[0].mlp.experts[0].parameters())
+    assert experts.active_params(cfg) == m.num_params() - 3 * expert + 2 * expert
+
+
+def test_training_learns_and_records_load_drops_and_imbalance(trained):
+    recs = trained.records
+    assert set(recs) == {"MoE", "MoE, no balancing loss", "dense (same active parameters)"}
+    for name, r in recs.items():
+        assert r[-1].step == SMALL.steps and r[-1].held_out_loss < 0.8 * r[0].held_out_loss  # it learns
+    last = recs["MoE"][-1]
+    assert len(last.load) == SMALL.n_layer and all(abs(sum(layer) - 1) < 1e-6 for layer in last.load)
+    assert 0 <= last.dropped < 1 and last.cv >= 0
+    assert recs["dense (same active parameters)"][-1].load is None
+    series = experts.load_series(trained, 0)
+    assert len(series) == SMALL.n_experts
+    assert [s.step for s in recs["MoE"]] == series["expert 0"][0]
+
+
+def test_load_cv_is_zero_when_even_and_sqrt_e_minus_1_when_collapsed():
+    assert experts.load_cv(torch.full((4,), 0.25)) == pytest.approx(0.0)
+    assert experts.load_cv(torch.tensor([1.0, 0, 0, 0])) == pytest.approx(3 ** 0.5)
+
+
+def test_specialisation_table_is_computed_from_the_routing(trained):
+    table = experts.specialisation(trained.models["MoE"], SMALL.length)
+    assert table.shape == (SMALL.n_layer, 3, SMALL.n_experts)
+    assert np.allclose(table.sum(-1), 1)
+    # the same numbers by hand for layer 0, reverse: first choices at the tag and answer positions
+    x, _, which = experts.MIXED.batch_with_tasks(torch.Generator().manual_seed(99), 256, SMALL.length)
+    routes = experts.routing_of(trained.models["MoE"], x)
+    first = routes[0].experts[:, 0].view(256, -1)[which == 1][:, SMALL.length:].reshape(-1)
+    assert np.allclose(table[0, 1], np.bincount(first.numpy(), minlength=SMALL.n_experts) / first.numel())
+    finding = experts.specialisation_finding(table)
+    E = SMALL.n_experts
+    strong = any(t.max(axis=1).min() > 2 / E and len(set(t.argmax(axis=1).tolist())) > 1 for t in table)
+    assert finding.startswith("Experts specialise" if strong else "No clear specialisation")
+    assert f"{table[0].max(axis=1).min():.0%}–{table[0].max(axis=1).max():.0%}" in finding
+
+
+def test_findings_state_the_measured_losses(trained):
+    text = " ".join(experts.findings(trained))
+    for name, recs in trained.records.items():
+        assert f"{recs[-1].held_out_loss:.3f}" in text
+
+
+def test_input_view_messages_and_routing(trained):
+    model = trained.models["MoE"]
+    assert "shorten" in experts.input_view(model, "abcdefghij", "copy", SMALL.length).message
+    assert "a–z" in experts.input_view(model, "ab<d", "copy", SMALL.length).message
+    assert experts.input_view(model, "", "copy", SMALL.length).message
+    view = experts.input_view(model, "abc", "reverse", SMALL.length)
+    assert not view.message and view.expected == "cba" and view.tokens[:4] == ["a", "b", "c", "<"]
+    assert view.gates.shape == (SMALL.n_layer, len(view.tokens), SMALL.n_experts)
+
+
+def test_impossible_settings_get_a_message_in_the_pages_words():
+    assert "top-k = 3" in experts.ExpertsSettings(n_experts=2, top_k=3).problem()
+    assert experts.ExpertsSettings().problem() is None
+
+
+def test_page_trains_and_shows_every_view():
+    at = open_page("pages/experts.py")
+    assert not plotly_specs(at)
+    assert any("Press **Train**" in i for i in texts(at.info))
+    at.sidebar.number_input(key="moe_steps").set_value(50).run()
+    at.button(key="moe_train").click().run()
+    run_until(at, lambda a: "moe_handle" in a.session_state and a.session_state["moe_handle"].active)
+    assert_clean(at)
+    titles = [s["layout"].get("title", {}).get("text", "") for s in plotly_specs(at)]
+    assert "held-out loss" in titles and any(t.startswith("each expert") for t in titles)
+    assert any("What came out" in m.value for m in at.markdown)
+    table = at.dataframe[0].value
+    assert list(table["task"]) == list(experts.TAGS) and f"expert {SMALL.n_experts - 1}" in table.columns
+    at.text_input(key="moe_input").set_value("ab1").run()  # bad input: a message, nothing lost
+    assert_clean(at)
+    assert any("a–z" in w for w in texts(at.warning))
+    assert "moe_handle" in at.session_state and at.session_state["moe_handle"].done
+
+
+def test_page_says_why_top_k_cannot_exceed_the_experts():
+    at = open_page("pages/experts.py")
+    at.sidebar.slider(key="moe_experts").set_value(2)
+    at.sidebar.slider(key="moe_top_k").set_value(3).run()
+    assert_clean(at)
+    assert any("top-k = 3" in e for e in texts(at.error))
+    assert at.button(key="moe_train").disabled
