@@ -107,3 +107,12 @@ _add(Lesson(
                 "onto a few experts. When training ends, read the table at the bottom: does each task's tag and "
                 "answer go to experts of its own? The page says what came out, and how the dense model compares.",
 ))
+_add(Lesson(
+    "residuals", "Why residuals", "experts",
+    {"moe_tab": "Residuals and norms", "moe_res_layouts": ["pre_ln", "no_residual"]},
+    autorun=True,
+    explanation="Two 6-block models learn to reverse a string side by side: one with the residual path (pre-LN), one "
+                "without. Watch the loss: without the path, every block must carry everything forward and the "
+                "gradient reaching the first block passes through all the others. Then add **post-LN** to the "
+                "layouts and train again: the page says where its gradients are largest, and why.",
+))

@@ -132,3 +132,53 @@ def test_page_says_why_top_k_cannot_exceed_the_experts():
     assert_clean(at)
     assert any("top-k = 3" in e for e in texts(at.error))
     assert at.button(key="moe_train").disabled
+
+
+# ---------------------------------------------------------------------------------------------- residuals
+from explorer import residuals  # noqa: E402
+from explorer.model import build_model  # noqa: E402
+
+
+def test_block_gradient_norms_are_the_norms_of_each_blocks_gradients():
+    s = residuals.ResidualSettings(n_layer=3)
+    m = build_model(s.config("post_ln"), 0)
+    x, y = TASKS["reverse"].batch(torch.Generator().manual_seed(1), 8, 8)
+    got = residuals.block_grad_norms(m, x, y)
+    assert all(p.grad is None for p in m.parameters())  # measuring leaves nothing behind for an update
+    m.zero_grad()
+    m(x, y).loss.backward()
+    want = [torch.cat([p.grad.flatten() for p in b.parameters()]).norm().item() for b in m.blocks]
+    assert got == pytest.approx(want, rel=1e-5)
+    norms = residuals.residual_norms(m, x)
+    with torch.no_grad():
+        embedded = m.wte(x) + m.pos.embed(x.shape[1])
+    assert len(norms) == 4 and norms[0] == pytest.approx(float(embedded.norm(dim=-1).mean()))
+
+
+def test_post_ln_first_block_gradient_and_the_embedding_scale_check():
+    s = residuals.ResidualSettings()
+    small, big = residuals.init_ratio(s, "post_ln"), residuals.init_ratio(s, "post_ln", residuals.BIG_EMBEDDINGS)
+    assert small > 1 > big * 0.9  # small embeddings magnify the first block's gradient; large ones do not
+    run = residuals.ResidualRun(s, {"post_ln": [residuals.ResidualRecord(0, 3.0, 0.1, [small, 1.0], [1, 1])]}, 0, True)
+    text = " ".join(residuals.findings(run))
+    assert "Against the textbook" in text and f"{small:.2g}×" in text and f"is {big:.2g}" in text
+
+
+def test_residuals_tab_trains_the_layouts_and_says_what_came_out():
+    at = open_page("pages/experts.py")
+    at.query_params["moe_tab"] = "Residuals and norms"
+    at.run()
+    at.number_input(key="moe_res_steps").set_value(20)
+    at.multiselect(key="moe_res_layouts").set_value(["pre_ln", "no_residual"]).run()
+    at.button(key="moe_res_train").click().run()
+    run_until(at, lambda a: "moe_res_handle" in a.session_state and a.session_state["moe_res_handle"].active)
+    assert_clean(at)
+    titles = [s["layout"].get("title", {}).get("text", "") for s in plotly_specs(at)]
+    assert "gradient norm per block, at initialisation" in titles
+    grad = next(s for s in plotly_specs(at) if s["layout"]["title"]["text"].startswith("gradient norm"))
+    run = at.session_state["moe_res_handle"].result()
+    assert grad["data"][0]["y"] == pytest.approx(run.records["pre_ln"][0].grad_norms)
+    assert any("What came out" in m.value and "No residual" in m.value for m in at.markdown)
+    at.multiselect(key="moe_res_layouts").set_value([]).run()  # nothing chosen: a message, no traceback
+    assert_clean(at)
+    assert any("at least one layout" in w for w in texts(at.warning))
