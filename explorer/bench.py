@@ -3,6 +3,7 @@
     python -m explorer.bench lab [--json results.json]
     python -m explorer.bench complexity --max-n 16384 --json results.json [--heads 4 --width 64 ...]
     python -m explorer.bench extrapolation --task copy --train-len 8 --json results.json [--max-steps ...]
+    python -m explorer.bench moe --seconds 30 --json results.json [--experts 4 --top-k 1]
 
 ``lab``: the Attention Lab's figures: how long ``reverse`` (length 16) takes to reach 99% token
 accuracy at the page's default settings, and (through ``scripts/bench_page.py``, which runs the
@@ -246,6 +247,50 @@ def _pages(args) -> dict:
 
 BENCHES.add("pages", Bench("pages", "every page's first picture in Chromium, cold and warm; lessons for two students",
                            _pages_args, _pages))
+
+
+# ---------------------------------------------------------------------------------------------- moe
+def _moe_args(p: argparse.ArgumentParser) -> None:
+    from .experts import ExpertsSettings
+
+    d = defaults(ExpertsSettings)
+    p.add_argument("--seconds", type=float, default=30.0, help="wall-time budget of each model (trained alone)")
+    p.add_argument("--experts", type=int, default=d["n_experts"], help="experts per layer")
+    p.add_argument("--top-k", type=int, default=d["top_k"], help="experts per token")
+    p.add_argument("--seed", type=int, default=d["seed"])
+
+
+def _moe(args) -> dict:
+    from . import experts, residuals
+    from .config import ModelConfig
+
+    torch.set_num_threads(1)
+    s = experts.ExpertsSettings(n_experts=args.experts, top_k=args.top_k, seed=args.seed)
+    out = {"device": device_name(), "seconds_each": args.seconds, "runs": {}}
+    for name, cfg in s.runs().items():
+        row = experts.train_for(cfg, s, args.seconds)
+        out["runs"][name] = row
+        print(f"{name:<32} {row['steps']:>5} steps in {row['seconds']:.0f} s ({row['ms_per_step']:.1f} ms/step): "
+              f"held-out loss {row['held_out_loss']:.3f}; {row['active_params']:,} of {row['total_params']:,} "
+              f"parameters per token" + (f"; load CV {row['load_cv']:.2f}, dropped {row['dropped']:.1%} "
+                                         f"(at capacity 1.0: {row['dropped_at_capacity'][1.0]:.1%}, 1.25: "
+                                         f"{row['dropped_at_capacity'][1.25]:.1%})" if "load_cv" in row else ""))
+    flat = ModelConfig(vocab_size=32, block_size=1024, n_layer=4, n_embd=64, n_head=4)
+    funnel = dataclasses.replace(flat, funnel=(1, 2))
+    out["funnel_ms_per_step_n1024"] = {"flat": round(experts.step_ms(flat, 1024), 1),
+                                       "funnel (pool before blocks 1 and 2)": round(experts.step_ms(funnel, 1024), 1)}
+    print("time per training step at N = 1,024 (4 blocks, width 64, batch 4):",
+          ", ".join(f"{k} {v} ms" for k, v in out["funnel_ms_per_step_n1024"].items()))
+    rs = residuals.ResidualSettings()
+    out["grad_ratio_first_over_last_at_init"] = {x: round(residuals.init_ratio(rs, x), 3) for x in rs.layouts}
+    print(f"first block / last block gradient norm at initialisation ({rs.n_layer} blocks):",
+          ", ".join(f"{k} {v}" for k, v in out["grad_ratio_first_over_last_at_init"].items()))
+    return out
+
+
+BENCHES.add("moe", Bench("moe", "mixture of experts vs dense at equal active parameters, with and without the "
+                                "balancing loss, under one wall-time budget; funnel vs flat; gradient ratios",
+                         _moe_args, _moe))
 
 
 # ---------------------------------------------------------------------------------------------- main

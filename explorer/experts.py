@@ -412,3 +412,49 @@ def specialisation_rows(table: np.ndarray, layer: int) -> list[dict]:
     """The specialisation table of one layer as rows for a data frame (percent)."""
     return [{"task": name, **{f"expert {e}": f"{table[layer, i, e]:.0%}" for e in range(table.shape[2])}}
             for i, name in enumerate(TAGS)]
+
+
+# ---------------------------------------------------------------------------------------------- benchmark
+def train_for(config: ModelConfig, settings: ExpertsSettings, seconds: float) -> dict:
+    """Train one model alone for ``seconds`` of wall time; its held-out loss and routing then."""
+    tr = Trainer(build_model(config, settings.seed), MIXED, settings.length,
+                 TrainConfig(steps=10**6, batch_size=64, lr=3e-3, seed=settings.seed))
+    while tr.seconds < seconds:
+        tr.advance(CHECK_EVERY)
+    x, y, _ = probe(settings.length)
+    tr.model.eval()
+    with torch.no_grad():
+        out = tr.model(x, y, capture=["blocks.*.moe.*"] if config.ffn == "moe" else None)
+    row = {"steps": tr.step, "seconds": round(tr.seconds, 2), "ms_per_step": round(1000 * tr.seconds / tr.step, 2),
+           "held_out_loss": round(out.loss.item(), 4), "active_params": active_params(config),
+           "total_params": params_of(config)}
+    if config.ffn == "moe":
+        routes = [Routing.from_trace(out.trace, i) for i in range(config.n_layer)]
+        row["load_cv"] = round(float(np.mean([load_cv(r.load) for r in routes])), 4)
+        row["dropped"] = round(float(np.mean([r.dropped for r in routes])), 4)
+        row["dropped_at_capacity"] = {f: round(dropped_at(tr.model, f), 4) for f in (1.0, 1.25)}
+    return row
+
+
+def dropped_at(model: GPT, factor: float, length: int = 8) -> float:
+    """Fraction of (token, choice) pairs a trained mixture drops on the probe batch when its experts
+    take ``factor`` times a fair share (the same weights read with another capacity factor)."""
+    from .model import with_config
+
+    reread = with_config(model, dataclasses.replace(model.config, capacity_factor=factor))
+    x, _, _ = probe(length)
+    return float(np.mean([r.dropped for r in routing_of(reread, x)]))
+
+
+def step_ms(config: ModelConfig, T: int, batch: int = 4, repeats: int = 5) -> float:
+    """Median milliseconds of one training step (forward, backward, no update) at length ``T``."""
+    model = build_model(config, 0).train()
+    x = torch.randint(0, config.vocab_size, (batch, T), generator=torch.Generator().manual_seed(0))
+    times = []
+    for i in range(repeats + 1):
+        t0 = time.perf_counter()
+        model(x, x).loss.backward()
+        if i:
+            times.append(time.perf_counter() - t0)
+        model.zero_grad(set_to_none=True)
+    return 1000 * float(np.median(times))

@@ -90,9 +90,11 @@ if tab_experts.open:
         training = status in ("queued", "running")
 
         c1, c2, c3 = st.columns([1, 1, 6])
-        c1.button("▶ Train", on_click=start, args=(settings,), disabled=problem is not None or training, type="primary",
-                  key="moe_train", help="Train the three models on this server (the same settings train once, for everyone).")
-        c2.button("■ Stop", on_click=stop, disabled=not training, key="moe_stop", help="Stop and keep the models as they are.")
+        c1.button("▶ Train", on_click=start, args=(settings,), disabled=problem is not None or training,
+                  type="primary", key="moe_train",
+                  help="Train the three models on this server (the same settings train once, for everyone).")
+        c2.button("■ Stop", on_click=stop, disabled=not training, key="moe_stop",
+                  help="Stop and keep the models as they are.")
         status_slot = c3.empty()
         speed = ui.submit(lab.calibration_job())  # this server's training speed, measured once and shared
         if problem is None and not training and speed.done:
@@ -110,7 +112,6 @@ if tab_experts.open:
                              help="Which layer the load and routing views show.")
         progress_slot, loss_slot, cv_slot, load_slot = st.empty(), st.empty(), st.empty(), st.empty()
 
-
         def draw(now) -> None:
             """The training views, redrawn while training."""
             step = now.step if now is not None else 0
@@ -118,24 +119,27 @@ if tab_experts.open:
                 text = f"**Training…** step {step} of {settings.steps} for each model"
                 progress_slot.progress(step / settings.steps, text=f"step {step}/{settings.steps}")
             else:
-                text = f"Trained {step} of {settings.steps} steps." if now is not None else "Not trained yet: press **Train**."
+                text = (f"Trained {step} of {settings.steps} steps." if now is not None
+                        else "Not trained yet: press **Train**.")
             notice = ui.queue_notice(handle, "your run") if training else ""
             status_slot.markdown(text + (f"  \n{notice}" if notice else ""))
             if now is None:
                 return
-            ui.chart(figures.lines_figure(experts.loss_series(now), "held-out loss", "training time (s)", "loss (nats)",
-                                          log_y=True), "moe_loss",
+            ui.chart(figures.lines_figure(experts.loss_series(now), "held-out loss", "training time (s)",
+                                          "loss (nats)", log_y=True), "moe_loss",
                      "Held-out loss of the three models against their training time.", slot=loss_slot)
-            ui.chart(figures.lines_figure(experts.cv_series(now), "load imbalance (coefficient of variation)", "step",
-                                          "std / mean of the experts' load"), "moe_cv",
-                     "How unevenly the experts are loaded over training, with and without the balancing loss.", slot=cv_slot)
-            ui.chart(figures.lines_figure(experts.load_series(now, layer), f"each expert's load, layer {layer} (with the "
-                                          "balancing loss)", "step", "share of routed tokens", y_range=(0, 1.02)), "moe_load",
+            ui.chart(figures.lines_figure(experts.cv_series(now), "load imbalance (coefficient of variation)",
+                                          "step", "std / mean of the experts' load"), "moe_cv",
+                     "How unevenly the experts are loaded over training, with and without the balancing loss.",
+                     slot=cv_slot)
+            ui.chart(figures.lines_figure(experts.load_series(now, layer), f"each expert's load, layer {layer} "
+                                          "(with the balancing loss)", "step", "share of routed tokens",
+                                          y_range=(0, 1.02)), "moe_load",
                      f"Share of the routed tokens each expert took in layer {layer}, over training.", slot=load_slot)
 
-
         if training:
-            ui.live(handle, lambda: draw(handle.job.live()), [status_slot, progress_slot, loss_slot, cv_slot, load_slot])
+            ui.live(handle, lambda: draw(handle.job.live()),
+                    [status_slot, progress_slot, loss_slot, cv_slot, load_slot])
         else:
             draw(run)
 
@@ -143,7 +147,8 @@ if tab_experts.open:
             st.markdown("**What came out**\n" + "\n".join(f"- {line}" for line in experts.findings(run)))
             m1, m2, m3 = st.columns(3)
             for col, (name, ms) in zip((m1, m2, m3), run.step_ms().items()):
-                col.metric(f"{name}: time per step", f"{ms:.0f} ms", help="Measured while the three trained in turns.")
+                col.metric(f"{name}: time per step", f"{ms:.0f} ms",
+                           help="Measured while the three trained in turns.")
 
             st.subheader("Where the router sends your input")
             moe_model = run.models["MoE"]
@@ -151,17 +156,18 @@ if tab_experts.open:
             if "moe_input" not in S and "moe_input" not in st.query_params:
                 S.moe_input = experts.default_input(settings)
             text = c1.text_input("Your input", key="moe_input", bind="query-params", max_chars=settings.length,
-                                 help=f"Up to {settings.length} lowercase letters (the models were trained on {settings.length}).")
+                                 help=f"Up to {settings.length} lowercase letters (the models were trained on "
+                                      f"{settings.length}).")
             task = c2.selectbox("Task", list(experts.TAGS), key="moe_task", bind="query-params",
                                 help="The tag written after your input: it tells the model what to do.")
             view = experts.input_view(moe_model, text, task, settings.length)
             if view.message:
                 st.warning(view.message, icon=":material/keyboard:")
             else:
-                st.markdown(f"Answer: `{md_escape(view.answer)}` (right: `{md_escape(view.expected)}`).")
-                ui.chart(figures.routing_figure(view.gates[layer], view.tokens, view.chosen[layer]), "moe_routing",
-                         f"Router probabilities of each token for each expert in layer {layer}; circles mark the experts "
-                         f"the token was sent to.")
+                st.markdown(f"Answer: **{md_escape(view.answer)}** (right: **{md_escape(view.expected)}**).")
+                ui.chart(figures.routing_figure(view.gates[layer], view.tokens, view.chosen[layer]),
+                         "moe_routing", f"Router probabilities of each token for each expert in layer {layer}; "
+                                        "circles mark the experts the token was sent to.")
             st.subheader(f"Does each task get its own experts? (layer {layer})")
             table = experts.specialisation(moe_model, settings.length)
             st.dataframe(experts.specialisation_rows(table, layer), hide_index=True, key="moe_table")

@@ -182,3 +182,23 @@ def test_residuals_tab_trains_the_layouts_and_says_what_came_out():
     at.multiselect(key="moe_res_layouts").set_value([]).run()  # nothing chosen: a message, no traceback
     assert_clean(at)
     assert any("at least one layout" in w for w in texts(at.warning))
+
+
+def test_bench_moe_writes_every_figure(tmp_path):
+    from explorer import bench
+
+    out = tmp_path / "moe.json"
+    bench.main(["moe", "--seconds", "0.3", "--json", str(out)])
+    import json
+
+    data = json.loads(out.read_text())
+    assert set(data["runs"]) == set(experts.ExpertsSettings().runs())
+    moe = data["runs"]["MoE"]
+    assert set(moe["dropped_at_capacity"]) == {"1.0", "1.25"} and moe["steps"] > 0
+    assert set(data["grad_ratio_first_over_last_at_init"]) == set(residuals.ResidualSettings().layouts)
+    assert len(data["funnel_ms_per_step_n1024"]) == 2
+
+
+def test_reading_a_mixture_with_a_smaller_capacity_drops_more():
+    m = build_model(experts.ExpertsSettings().config(), 0)
+    assert experts.dropped_at(m, 0.5) >= experts.dropped_at(m, 1.0) >= experts.dropped_at(m, 4.0) == 0.0
