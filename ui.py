@@ -5,6 +5,7 @@ job, and arriving at a finished view from a link or a lesson."""
 from __future__ import annotations
 
 import time
+import atexit
 import uuid
 from collections import OrderedDict
 from typing import Callable
@@ -37,8 +38,11 @@ def ensure_navigation(page_file: str) -> PageSpec:
 # ---------------------------------------------------------------------------------------------- shared server state
 @st.cache_resource
 def scheduler() -> Scheduler:
-    """The one scheduler of this server process: admission and fair sharing for heavy work."""
-    return Scheduler()
+    """The one scheduler of this server process: admission and fair sharing for heavy work. At exit
+    it stops its workers between slices (a worker killed inside a torch call aborts the process)."""
+    s = Scheduler()
+    atexit.register(s.shutdown)
+    return s
 
 
 def holder() -> str:

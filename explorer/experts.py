@@ -114,12 +114,14 @@ class ExpertsSettings:
 
 def url_defaults() -> dict:
     """Every control of the Mixture of experts page at its default (both tabs)."""
+    from .funnel import url_defaults as funnel_defaults
     from .residuals import url_defaults as residual_defaults
 
     d = ExpertsSettings()
     return {"moe_tab": "Experts", "moe_experts": d.n_experts, "moe_top_k": d.top_k, "moe_capacity": d.capacity_factor,
             "moe_noise": d.router_noise, "moe_aux": d.aux_weight, "moe_layers": d.n_layer, "moe_steps": d.steps,
-            "moe_seed": d.seed, "moe_layer": 0, "moe_input": None, "moe_task": "copy", **residual_defaults()}
+            "moe_seed": d.seed, "moe_layer": 0, "moe_input": None, "moe_task": "copy", **residual_defaults(),
+            **funnel_defaults()}
 
 
 # ---------------------------------------------------------------------------------------------- statistics

@@ -73,9 +73,11 @@ def attention_heatmap(weights: np.ndarray, tokens: Sequence[str], title: str = "
     return {"data": [trace], "layout": layout}
 
 
-def attention_grid(attn: np.ndarray, tokens: Sequence[str], cell: int = 150) -> dict:
-    """Every layer (rows) x head (columns) as small heatmaps sharing one colour scale."""
+def attention_grid(attn: np.ndarray, tokens: Sequence[str], cell: int = 150, layers: Sequence[int] = ()) -> dict:
+    """Every layer (rows) x head (columns) as small heatmaps sharing one colour scale; ``layers``
+    names the rows' layers when they are not 0, 1, ... (a funnel's blocks at one level)."""
     n_layer, n_head = attn.shape[:2]
+    names = list(layers) or list(range(n_layer))
     gap = 0.02
     w = (1 - gap * (n_head - 1)) / n_head
     h = (1 - gap * (n_layer - 1)) / n_layer
@@ -90,8 +92,8 @@ def attention_grid(attn: np.ndarray, tokens: Sequence[str], cell: int = 150) -> 
             data.append({
                 "type": "heatmap", "z": np.round(attn[l, hd], 3).tolist(), "xaxis": xa, "yaxis": ya,
                 **scale, "showscale": n == 1,
-                "colorbar": {"thickness": 10, "len": 0.5}, "name": f"layer {l} head {hd}",
-                "hovertemplate": f"layer {l} head {hd}<br>query %{{y}} → key %{{x}}: %{{z:.3f}}<extra></extra>",
+                "colorbar": {"thickness": 10, "len": 0.5}, "name": f"layer {names[l]} head {hd}",
+                "hovertemplate": f"layer {names[l]} head {hd}<br>query %{{y}} → key %{{x}}: %{{z:.3f}}<extra></extra>",
             })
             x0 = hd * (w + gap)
             y1 = 1 - l * (h + gap)
@@ -103,7 +105,7 @@ def attention_grid(attn: np.ndarray, tokens: Sequence[str], cell: int = 150) -> 
         {"text": f"head {hd}", "x": hd * (w + gap) + w / 2, "y": 1.0, "xref": "paper", "yref": "paper",
          "showarrow": False, "yanchor": "bottom", "font": {"size": 12}} for hd in range(n_head)
     ] + [
-        {"text": f"layer {l}", "x": -0.01, "y": 1 - l * (h + gap) - h / 2, "xref": "paper", "yref": "paper",
+        {"text": f"layer {names[l]}", "x": -0.01, "y": 1 - l * (h + gap) - h / 2, "xref": "paper", "yref": "paper",
          "showarrow": False, "xanchor": "right", "textangle": -90, "font": {"size": 12}} for l in range(n_layer)
     ]
     layout.update({

@@ -81,13 +81,16 @@ add(PageSpec(
     )))
 add(PageSpec(
     "experts", "Mixture of experts", "pages/experts.py", ":material/alt_route:", "moe_", charts=0,
-    reserved=("moe_trained", "moe_res_trained"), order=30, defaults="explorer.experts:url_defaults", shots=(
+    reserved=("moe_trained", "moe_res_trained", "moe_fun_trained"), order=30, defaults="explorer.experts:url_defaults", shots=(
         Shot("experts", "?moe_trained=1", 4, "Mixture of experts after training: held-out loss against time for the "
              "mixture, the mixture without its balancing loss and a dense model; load imbalance; each expert's "
              "load; the routing of one input; which experts each task uses."),
         Shot("experts_residuals", "?moe_tab=Residuals+and+norms&moe_res_trained=1", 3,
              "Residuals and norms: pre-LN, post-LN and no residual trained side by side, each block's gradient at "
              "initialisation and the residual stream's size."),
+        Shot("experts_funnel", "?moe_tab=Funnel&moe_fun_trained=1&moe_fun_level=1", 3,
+             "Funnel: the loss of a funnel and a flat model, attention over merged pairs (each labelled with its "
+             "characters), and time per step as the sequence grows."),
     )))
 
 

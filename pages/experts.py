@@ -2,7 +2,7 @@
 mixture without its balancing loss and a dense model with the same active parameters."""
 import streamlit as st
 
-from explorer import experts, figures, lab, residuals
+from explorer import experts, figures, funnel, lab, residuals
 from explorer.blocks import LAYOUTS, NORMS
 from explorer.figures import md_escape
 import ui
@@ -21,6 +21,16 @@ def stop():
     handle = S.pop("moe_handle", None)
     if handle is not None:
         S.moe_stopped = handle.job.live()  # keep what it had
+        handle.release(ui.holder())
+
+
+def start_funnel(settings):
+    stop_funnel()
+    S.moe_fun_handles = [ui.submit(job) for job in settings.jobs()]
+
+
+def stop_funnel():
+    for handle in S.pop("moe_fun_handles", []):
         handle.release(ui.holder())
 
 
@@ -66,8 +76,8 @@ with st.sidebar:
 
 settings = experts.ExpertsSettings(int(n_experts), int(top_k), float(capacity), float(noise), float(aux),
                                    n_layer=int(layers), steps=int(steps), seed=int(seed))
-tab_experts, tab_residuals = st.tabs(["Experts", "Residuals and norms"], key="moe_tab", on_change="rerun",
-                                     bind="query-params")
+tab_experts, tab_residuals, tab_funnel = st.tabs(["Experts", "Residuals and norms", "Funnel"], key="moe_tab",
+                                                 on_change="rerun", bind="query-params")
 
 # ---------------------------------------------------------------------------------------------- experts
 if tab_experts.open:
@@ -185,11 +195,11 @@ if tab_residuals.open:
                     "residual stream's size are measured on a fixed batch as they train.")
         c1, c2, c3 = st.columns([3, 1, 1])
         chosen = c1.multiselect("Layouts", LAYOUTS.names(), default=list(R.layouts), key="moe_res_layouts",
-                                bind="query-params", format_func=lambda n: LAYOUTS[n].title,
+                                bind="query-params",
                                 help="Where the residual path and the norms go: " + "; ".join(
                                     f"{x.title}: {x.summary}" for x in LAYOUTS.values()) + ".")
         norm = c2.selectbox("Norm", NORMS.names(), key="moe_res_norm", bind="query-params",
-                            format_func=lambda n: NORMS[n].title, help="LayerNorm, or RMSNorm (no mean, no bias).")
+                            help="layernorm, or rmsnorm (RMSNorm: no mean subtraction, no bias).")
         res_steps = c3.number_input("Steps", 20, 2000, R.steps, step=20, key="moe_res_steps", bind="query-params",
                                     help="Training steps of each model.")
         rs = residuals.ResidualSettings(layouts=tuple(x for x in LAYOUTS.names() if x in chosen), norm=norm,
@@ -247,3 +257,77 @@ if tab_residuals.open:
         if res_run is not None and not res_training:
             st.markdown("**What came out**\n" + "\n".join(f"- {line}" for line in residuals.findings(res_run)))
 
+
+# ---------------------------------------------------------------------------------------------- funnel
+if tab_funnel.open:
+    with tab_funnel:
+        F = funnel.FunnelSettings()
+        st.markdown(f"A **funnel** (hierarchical representations): before the chosen blocks the sequence is pooled to "
+                    f"half its length, each merged token the mean of a pair; what the shorter blocks add is handed back "
+                    f"to full length for the outputs, causally (a position only receives pairs it has seen whole). "
+                    f"Here a {F.n_layer}-block funnel and the same model flat learn {F.task} (length {F.length}).")
+        c1, c2 = st.columns([3, 1])
+        pool = c1.multiselect("Pool before blocks", list(range(1, F.n_layer)), default=list(F.pool_before),
+                              key="moe_fun_pool", bind="query-params",
+                              help="Each chosen block (and those after it) reads a sequence half as long again.")
+        fun_steps = c2.number_input("Steps", 20, 2000, F.steps, step=20, key="moe_fun_steps", bind="query-params",
+                                    help="Training steps of each model.")
+        fs = funnel.FunnelSettings(pool_before=tuple(sorted(int(p) for p in pool)), steps=int(fun_steps))
+        fun_problem = fs.problem()
+        if fun_problem:
+            st.warning(f"Nothing to train: {fun_problem}.", icon=":material/info:")
+        handles = S.get("moe_fun_handles")
+        if handles and [h.job.key for h in handles] != [j.key for j in fs.jobs()]:
+            handles = None
+        if ui.arrived_to_run(PAGE, "moe_fun_trained") and fun_problem is None and not handles:
+            start_funnel(fs)
+            handles = S.moe_fun_handles
+        statuses = [h.status for h in handles] if handles else []  # read once: the jobs move on meanwhile
+        fun_training = any(x in ("queued", "running") for x in statuses)
+        fun_done = bool(statuses) and all(x == "done" for x in statuses)
+        b1, b2, b3 = st.columns([1, 1, 6])
+        b1.button("▶ Train", on_click=start_funnel, args=(fs,), disabled=fun_problem is not None or fun_training,
+                  type="primary", key="moe_fun_train", help="Train the funnel and the flat model (shared: once per "
+                                                             "server).")
+        b2.button("■ Stop", on_click=stop_funnel, disabled=not fun_training, key="moe_fun_stop",
+                  help="Stop both.")
+        ui.mark_finished("moe_fun_trained", fun_done)
+        names = funnel.level_names(fs) if fun_problem is None else ["level 0"]
+        which = st.selectbox("Level", list(range(len(names))), key="moe_fun_level", bind="query-params",
+                             help="Which level's attention the maps show (after training): " + "; ".join(names)
+                                  + ". Each merged token is labelled with the characters it averages.")
+        if fun_training:
+            bars = [st.empty() for _ in handles]
+
+            def redraw_funnel():
+                for bar, h in zip(bars, handles):
+                    frac, what = h.progress()
+                    bar.progress(min(1.0, frac), text=f"{h.job.title}: {what}" if h.active else f"{h.job.title}: done")
+
+            ui.live(handles, redraw_funnel, bars)
+        elif fun_done:
+            funnel_run, flat_run = (h.result() for h in handles)
+            ui.chart(figures.lines_figure(funnel.loss_series(funnel_run, flat_run, fs), "training loss", "step",
+                                          "loss (nats)", log_y=True), "moe_fun_loss",
+                     "Training loss of the funnel and the flat model.")
+            st.caption(funnel.run_finding(funnel_run, flat_run, fs))
+            maps = funnel.example_maps(funnel_run.model, fs)
+            shown = maps[min(int(which), len(maps) - 1)]
+            st.caption(names[min(int(which), len(names) - 1)])
+            ui.chart(figures.attention_grid(shown.maps, shown.labels, layers=shown.blocks), "moe_fun_maps",
+                     f"Attention of the funnel's blocks at level {shown.level} (rows: blocks, columns: heads) over "
+                     f"{len(shown.labels)} tokens, each labelled with the characters it covers.")
+        elif handles is None and fun_problem is None:
+            st.info("Press **Train** to train the funnel and the flat model side by side.",
+                    icon=":material/model_training:")
+        st.subheader("Time per training step as the sequence grows")
+        cost = ui.submit(funnel.cost_job(fs)) if fun_problem is None else None
+        if cost is not None and cost.done:
+            series = cost.result()
+            ui.chart(figures.loglog_figure(series, f"time per training step (forward + backward, batch "
+                                                   f"{funnel.COST_BATCH})", "ms"),
+                     "moe_fun_cost", "Milliseconds per training step of the funnel and the flat model at each length.")
+            st.caption(funnel.cost_finding(series))
+        elif cost is not None:
+            st.caption("Timing the funnel and the flat model at N = "
+                       + ", ".join(f"{n:,}" for n in funnel.SWEEP_N) + "…")

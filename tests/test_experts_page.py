@@ -202,3 +202,42 @@ def test_bench_moe_writes_every_figure(tmp_path):
 def test_reading_a_mixture_with_a_smaller_capacity_drops_more():
     m = build_model(experts.ExpertsSettings().config(), 0)
     assert experts.dropped_at(m, 0.5) >= experts.dropped_at(m, 1.0) >= experts.dropped_at(m, 4.0) == 0.0
+
+
+# ---------------------------------------------------------------------------------------------- funnel
+from explorer import funnel  # noqa: E402
+
+
+def test_funnel_levels_labels_and_maps():
+    s = funnel.FunnelSettings(pool_before=(1, 2))
+    cfg = s.config()
+    assert funnel.levels(cfg) == [0, 1, 2]
+    assert funnel.level_names(s)[1].startswith(f"level 1: {cfg.block_size // 2} tokens")
+    m = build_model(cfg, 0)
+    ids = list(range(10))
+    maps = funnel.maps_for(m, ids, list("abcdefghij"))
+    assert [x.labels for x in maps] == [list("abcdefghij"), ["ab", "cd", "ef", "gh", "ij"], ["abcd", "efgh"]]
+    assert maps[1].maps.shape == (1, 4, 5, 5) and np.allclose(maps[2].maps.sum(-1), 1, atol=1e-5)
+    assert "choose at least one block" in funnel.FunnelSettings(pool_before=()).problem()
+
+
+def test_cost_finding_states_the_measured_ratios():
+    series = {"funnel (pool before 1)": ([256, 2048], [10.0, 40.0]), "flat": ([256, 2048], [20.0, 100.0])}
+    text = funnel.cost_finding(series)
+    assert "takes 50% of the flat model's time per step" in text and "2,048, 40%" in text
+
+
+def test_funnel_tab_trains_both_models_and_draws_each_level():
+    at = open_page("pages/experts.py")
+    at.query_params["moe_tab"] = "Funnel"
+    at.run()
+    at.number_input(key="moe_fun_steps").set_value(20).run()
+    at.button(key="moe_fun_train").click().run()
+    run_until(at, lambda a: any(h.active for h in a.session_state["moe_fun_handles"]))
+    assert_clean(at)
+    grid = next(s for s in plotly_specs(at) if any("head" in str(a.get("text")) for a in s["layout"].get("annotations", [])))
+    assert grid["data"][0]["z"] and len(grid["data"][0]["z"]) == funnel.FunnelSettings().config().block_size
+    at.selectbox(key="moe_fun_level").set_value(1).run()
+    assert_clean(at)
+    grid = next(s for s in plotly_specs(at) if any("head" in str(a.get("text")) for a in s["layout"].get("annotations", [])))
+    assert len(grid["data"][0]["z"]) == funnel.FunnelSettings().config().block_size // 2  # the merged pairs
