@@ -373,6 +373,11 @@ def load_series(run: ExpertsRun, layer: int, name: str = "MoE") -> dict:
     return {f"expert {e}": ([r.step for r in recs], [r.load[layer][e] for r in recs]) for e in range(E)}
 
 
+def untrained(settings: ExpertsSettings) -> GPT:
+    """The mixture before training (the seed's starting weights)."""
+    return build_model(settings.config(), settings.seed).eval()
+
+
 def default_input(settings: ExpertsSettings) -> str:
     return MIXED.sample(torch.Generator().manual_seed(settings.seed), settings.length)[0]
 

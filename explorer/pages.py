@@ -80,7 +80,7 @@ add(PageSpec(
         Shot("positions", "", 2, "Positional encodings: sinusoidal table and similarity, RoPE, ALiBi."),
     )))
 add(PageSpec(
-    "experts", "Mixture of experts", "pages/experts.py", ":material/alt_route:", "moe_", charts=0,
+    "experts", "Mixture of experts", "pages/experts.py", ":material/alt_route:", "moe_", charts=1,
     reserved=("moe_trained", "moe_res_trained", "moe_fun_trained"), order=30, defaults="explorer.experts:url_defaults", shots=(
         Shot("experts", "?moe_trained=1", 4, "Mixture of experts after training: held-out loss against time for the "
              "mixture, the mixture without its balancing loss and a dense model; load imbalance; each expert's "

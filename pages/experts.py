@@ -159,9 +159,15 @@ if tab_experts.open:
             for col, (name, ms) in zip((m1, m2, m3), run.step_ms().items()):
                 col.metric(f"{name}: time per step", f"{ms:.0f} ms",
                            help="Measured while the three trained in turns.")
+        elif run is None and problem is None and not training:
+            st.info("Press **Train**: the mixture, the mixture without its balancing loss and the dense model train in "
+                    "turns, and the figures fill in as they go. Until then the router below has random weights.",
+                    icon=":material/model_training:")
 
-            st.subheader("Where the router sends your input")
-            moe_model = run.models["MoE"]
+        if problem is None and not training:
+            trained_model = run is not None
+            moe_model = run.models["MoE"] if trained_model else experts.untrained(settings)
+            st.subheader("Where the router sends your input" + ("" if trained_model else " (untrained: random weights)"))
             c1, c2 = st.columns([3, 1])
             if "moe_input" not in S and "moe_input" not in st.query_params:
                 S.moe_input = experts.default_input(settings)
@@ -178,13 +184,12 @@ if tab_experts.open:
                 ui.chart(figures.routing_figure(view.gates[layer], view.tokens, view.chosen[layer]),
                          "moe_routing", f"Router probabilities of each token for each expert in layer {layer}; "
                                         "circles mark the experts the token was sent to.")
-            st.subheader(f"Does each task get its own experts? (layer {layer})")
-            table = experts.specialisation(moe_model, settings.length)
-            st.dataframe(experts.specialisation_rows(table, layer), hide_index=True, key="moe_table")
-            st.caption(experts.specialisation_finding(table))
-        elif run is None and problem is None and not training:
-            st.info("Press **Train**: the mixture, the mixture without its balancing loss and the dense model train in "
-                    "turns, and the figures fill in as they go.", icon=":material/model_training:")
+            if trained_model:
+                st.subheader(f"Does each task get its own experts? (layer {layer})")
+                table = experts.specialisation(moe_model, settings.length)
+                st.dataframe(experts.specialisation_rows(table, layer), hide_index=True, key="moe_table")
+                st.caption(experts.specialisation_finding(table))
+
 
 # ---------------------------------------------------------------------------------------------- residuals
 if tab_residuals.open:

@@ -108,7 +108,9 @@ def test_impossible_settings_get_a_message_in_the_pages_words():
 
 def test_page_trains_and_shows_every_view():
     at = open_page("pages/experts.py")
-    assert not plotly_specs(at)
+    routing = plotly_specs(at)  # before training: the untrained router on the example
+    assert len(routing) == 1 and routing[0]["data"][0]["type"] == "heatmap"
+    assert any("untrained" in h.value for h in at.subheader)
     assert any("Press **Train**" in i for i in texts(at.info))
     at.sidebar.number_input(key="moe_steps").set_value(50).run()
     at.button(key="moe_train").click().run()
