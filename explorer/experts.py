@@ -22,7 +22,7 @@ import torch
 
 from .config import ModelConfig
 from .generate import Generation, generate
-from .jobs import Job
+from .runs import TurnsJob
 from .model import GPT, build_model  # noqa: F401 (build_model: for callers and tests)
 from .moe import Routing
 from .tasks import IGNORE, LETTERS, TASKS, Task
@@ -184,7 +184,7 @@ def active_params(config: ModelConfig) -> int:
 CHECK_EVERY = 25
 
 
-class ExpertsJob(Job):
+class ExpertsJob(TurnsJob):
     """Train the three models in turns, a few steps each, recording losses and routing."""
 
     def __init__(self, settings: ExpertsSettings):
@@ -232,9 +232,6 @@ class ExpertsJob(Job):
         self._publish()
         return self.finished
 
-    @property
-    def finished(self) -> bool:
-        return bool(self.trainers) and all(tr.done for tr in self.trainers.values())
 
     def _publish(self) -> None:
         models = {}
@@ -246,15 +243,6 @@ class ExpertsJob(Job):
                                 min(tr.step for tr in self.trainers.values()), self.finished,
                                 {n: (active_params(c), params_of(c)) for n, c in self._configs.items()})
 
-    def live(self) -> Optional[ExpertsRun]:
-        return self._live
-
-    def result(self) -> Optional[ExpertsRun]:
-        return self._live
-
-    def progress(self) -> tuple[float, str]:
-        run = self._live
-        return (0.0, "starting") if run is None else (run.step / self.settings.steps, f"step {run.step}")
 
 
 # ---------------------------------------------------------------------------------------------- views
@@ -309,15 +297,15 @@ def specialisation_finding(table: np.ndarray) -> str:
 def estimate_text(settings: ExpertsSettings, speed: tuple[float, float]) -> str:
     """What pressing Train will cost, from this machine's measured speed (a + b x FLOPs per step):
     the three models' steps, their FLOPs from their active parameters. The routing's own work (a loop
-    over experts) is not in the FLOPs, so a mixture takes longer than this says."""
+    over experts) is not in the FLOPs."""
     total = 0.0
     for cfg in settings.runs().values():
         T = cfg.block_size
         weights = active_params(cfg) - cfg.block_size * cfg.n_embd  # the position table is looked up, not multiplied
         flops = 3 * 64 * (2 * weights * T + 4 * cfg.n_layer * T * T * cfg.n_embd)
         total += (speed[0] + speed[1] * flops) * settings.steps
-    return (f"At least about {total:.0f} s of training for the three models ({settings.steps} steps each), from "
-            f"this server's measured speed; the mixtures' routing adds to it.")
+    return (f"About {total:.0f} s of training for the three models ({settings.steps} steps each), estimated from "
+            f"this server's measured speed (the mixtures' routing is not in it).")
 
 
 def findings(run: ExpertsRun) -> list[str]:

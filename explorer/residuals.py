@@ -17,7 +17,7 @@ import torch
 
 from .blocks import LAYOUTS, NORMS
 from .config import ModelConfig
-from .jobs import Job
+from .runs import TurnsJob
 from .model import GPT, build_model
 from .tasks import TASKS
 from .train import TrainConfig, Trainer, evaluate
@@ -100,7 +100,7 @@ class ResidualRun:
         return g[0] / g[-1] if g[-1] > 0 else float("inf")
 
 
-class ResidualJob(Job):
+class ResidualJob(TurnsJob):
     """Train one model per layout in turns, measuring gradients and residual norms on a fixed batch."""
 
     def __init__(self, settings: ResidualSettings):
@@ -139,19 +139,7 @@ class ResidualJob(Job):
                                  min(tr.step for tr in self.trainers.values()), self.finished)
         return self.finished
 
-    @property
-    def finished(self) -> bool:
-        return bool(self.trainers) and all(tr.done for tr in self.trainers.values())
 
-    def live(self) -> Optional[ResidualRun]:
-        return self._live
-
-    def result(self) -> Optional[ResidualRun]:
-        return self._live
-
-    def progress(self) -> tuple[float, str]:
-        run = self._live
-        return (0.0, "starting") if run is None else (run.step / self.settings.steps, f"step {run.step}")
 
 
 def loss_series(run: ResidualRun) -> dict:

@@ -185,3 +185,28 @@ def measure_step_s(build: Callable[[], Trainer], steps: int = 3) -> float:
     t0 = time.perf_counter()
     tr.advance(steps)
     return (time.perf_counter() - t0) / steps
+
+
+class TurnsJob(Job):
+    """Several models trained in turns by one job (a comparison: each gets the same steps).
+    Subclasses fill ``trainers`` on their first slice and publish ``_live``; ``settings.steps`` is
+    each model's number of steps."""
+
+    settings = None
+    trainers: dict  # name -> Trainer, set by the subclass
+    _live = None
+
+    @property
+    def finished(self) -> bool:
+        return bool(self.trainers) and all(tr.done for tr in self.trainers.values())
+
+    def live(self):
+        """The comparison as far as it got (None before the first slice)."""
+        return self._live
+
+    def result(self):
+        return self._live
+
+    def progress(self) -> tuple[float, str]:
+        run = self._live
+        return (0.0, "starting") if run is None else (run.step / self.settings.steps, f"step {run.step}")
