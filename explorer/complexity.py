@@ -115,6 +115,16 @@ def size_help() -> str:
     return f"One size for every kind that has one ({uses})."
 
 
+def funnel_job(s: SweepSettings):
+    """The whole-model comparison beside the sweep: a 3-block model flat and as a funnel (pooled
+    before block 1), at the sweep's width and heads, timed per training step at its lengths (from
+    256 up to ``funnel.MODEL_MAX_N``)."""
+    from . import funnel
+
+    lengths = [n for n in s.lengths() if 256 <= n <= min(s.max_n, funnel.MODEL_MAX_N)] or [256]
+    return funnel.cost_job(funnel.FunnelSettings(n_embd=s.n_embd, n_head=s.n_head), lengths)
+
+
 def url_defaults() -> dict:
     """Every control of the page at its default (what a lesson starts from)."""
     d = SweepSettings()

@@ -35,11 +35,13 @@ class FunnelSettings:
     length: int = 8  # input length
     steps: int = 300  # training steps of each model
     seed: int = 0
+    n_embd: int = 64  # width
+    n_head: int = 4  # heads
 
     def config(self, funnel: bool = True) -> ModelConfig:
         t = TASKS[self.task]
         return ModelConfig(vocab_size=t.tokenizer.vocab_size, block_size=t.context(self.length), n_layer=self.n_layer,
-                           funnel=tuple(self.pool_before) if funnel else ())
+                           n_embd=self.n_embd, n_head=self.n_head, funnel=tuple(self.pool_before) if funnel else ())
 
     def problem(self) -> Optional[str]:
         if not self.pool_before:
@@ -127,7 +129,7 @@ class CostJob(Job):
 
     def __init__(self, settings: FunnelSettings, lengths=SWEEP_N):
         self.settings, self.lengths = settings, tuple(lengths)
-        self.key = ("funnel-cost", settings.pool_before, settings.n_layer, self.lengths)
+        self.key = ("funnel-cost", settings.pool_before, settings.n_layer, settings.n_embd, settings.n_head, self.lengths)
         self.title = "timing the funnel and the flat model"
         self.peak_bytes = 4e8
         self._todo = [(funnel, n) for funnel in (True, False) for n in self.lengths]
@@ -155,8 +157,11 @@ class CostJob(Job):
         return (total - len(self._todo)) / total, f"{total - len(self._todo)} of {total} timings"
 
 
-def cost_job(settings: FunnelSettings) -> CostJob:
-    return CostJob(settings)
+def cost_job(settings: FunnelSettings, lengths=SWEEP_N) -> CostJob:
+    return CostJob(settings, lengths)
+
+
+MODEL_MAX_N = 2048  # the Complexity page times whole models up to this length (each timing one slice)
 
 
 def cost_finding(series: dict) -> str:

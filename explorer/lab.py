@@ -494,5 +494,19 @@ def inside(model: GPT, analysis: Analysis) -> dict:
     return logit_lens(model, torch.tensor([analysis.ids]))
 
 
+GRAD_SEED = 4242  # the fixed batch the gradient view is measured on
+
+
+def gradient_norms(model: GPT, settings: LabSettings) -> list[float]:
+    """Each block's gradient norm for the training loss on a fixed batch of the task, for the model
+    as shown (rewound or not), measured on a copy: the shown model is shared and never written to."""
+    import copy
+
+    from .residuals import block_grad_norms
+
+    x, y = settings.task_obj.batch(torch.Generator().manual_seed(GRAD_SEED), 64, settings.length)
+    return block_grad_norms(copy.deepcopy(model), x, y)
+
+
 def untrained(settings: LabSettings) -> GPT:
     return build_model(settings.model_config(), settings.seed).eval()

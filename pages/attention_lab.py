@@ -288,6 +288,13 @@ else:
                          "The next-token guess read from each layer's residual stream at each position.")
                 ui.chart(figures.residual_norm_figure(lens, tokens), "lab_resid",
                          "The size of the residual stream at each position after each layer.")
+                grads = ui.cached("lab_grads", (model_key, cfg), lambda: lab.gradient_norms(model, view), 4)
+                ui.chart(figures.lines_figure({"gradient norm": (list(range(len(grads))), grads)},
+                                              "gradient norm per block (the model as shown)", "block",
+                                              "‖gradient‖", log_y=True, x_integer=True, height=300), "lab_grads",
+                         "Each block's gradient norm for the training loss on a fixed batch, for the model as shown.")
+                st.caption("The gradient each block's weights would get from one batch of training examples, for "
+                           "the model as shown: use **Rewind** to see it at earlier steps of training.")
 
     # ------------------------------------------------------------------------------------------ compare
     if tab5.open:

@@ -1,7 +1,7 @@
 """Complexity Lab: attention's cost in theory and on the stopwatch, side by side."""
 import streamlit as st
 
-from explorer import complexity, figures, measure
+from explorer import complexity, figures, funnel, measure
 import ui
 
 S = st.session_state
@@ -129,3 +129,19 @@ else:
         if result.skipped:
             st.warning(complexity.skipped_markdown(result), icon=":material/block:")
         st.markdown(complexity.reading_markdown(result, table, lo))
+        st.subheader("Whole model: a funnel against the flat model")
+        st.caption("Attention is one part of a model's cost. A 3-block model at this width, flat and as a funnel "
+                   "(the sequence pooled to half its length before block 1), timed per training step (forward and "
+                   "backward) in the server's scheduler.")
+        cost = ui.submit(complexity.funnel_job(settings))
+        cost_status = cost.status  # read once: the job moves on meanwhile
+        if cost_status == "done":
+            series = cost.result()
+            ui.chart(figures.loglog_figure(series, "Whole model, time per training step (measured)", "ms"),
+                     "cx_m_funnel", "Measured time per training step of the flat model and the funnel, log-log.")
+            st.caption(funnel.cost_finding(series))
+        elif cost_status in ("queued", "running"):
+            funnel_bar = st.empty()
+            ui.live(cost, lambda: funnel_bar.progress(cost.progress()[0], text=cost.progress()[1]), [funnel_bar])
+        else:
+            st.caption(f"The whole-model timing did not run: {cost.error or cost_status}.")

@@ -107,9 +107,19 @@ def test_complexity_page_small_sweep():
     assert at.dataframe[0].value.shape[0] == 4
     reading = next(m.value for m in at.markdown if m.value.startswith("**Reading the plots"))
     assert "of the time it needs without a mask" in reading  # the sdpa causal/no-mask measurement
+    # the whole model beside it: flat and funnel, timed at the sweep's lengths from 256 (a job of its own)
+    import ui
+    from explorer import complexity
+
+    assert ui.scheduler().submit(complexity.funnel_job(at.session_state["cx_settings"]), "test").wait(120) == "done"
+    at.run()
+    whole = next(s for s in plotly_specs(at) if s["layout"]["title"]["text"].startswith("Whole model"))
+    assert [t["x"] for t in whole["data"]] == [[256, 512, 1024, 2048]] * 2 and all(
+        y > 0 for t in whole["data"] for y in t["y"])
+    assert any("of the flat model's time per step" in c for c in texts(at.caption))
     # a second visit with the same settings is served from the shared result
     at.run()
-    assert len(plotly_specs(at)) == 4
+    assert len(plotly_specs(at)) == 5
 
 
 def test_a_second_session_gets_the_shared_sweep_at_once():

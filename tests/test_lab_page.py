@@ -3,6 +3,7 @@ import re
 
 import numpy as np
 import pytest
+import torch
 
 from apptest_helpers import assert_clean, iframes, open_page, plotly_specs, run_until, texts
 from explorer.attention import ATTENTION
@@ -72,6 +73,17 @@ def test_inside_the_model_shows_the_residual_stream_and_the_logit_lens():
     assert lens["data"][0]["y"] == ["embedding", "after block 0", "after block 1"]  # 2 layers + the embedding
     assert len(lens["data"][0]["x"]) == 16 + 1 + 16  # every position: input, separator, answer
     assert "residual stream norm per layer" in titles
+    grads = next(s for s in plotly_specs(at) if s["layout"].get("title", {}).get("text", "").startswith("gradient norm"))
+    from explorer import lab
+    from explorer.residuals import block_grad_norms
+
+    settings = at.session_state["lab_settings"]
+    x, y = settings.task_obj.batch(torch.Generator().manual_seed(lab.GRAD_SEED), 64, settings.length)
+    want = block_grad_norms(lab.untrained(settings), x, y)  # the page shows the untrained model here
+    assert grads["data"][0]["y"] == pytest.approx(want, rel=1e-4) and len(want) == settings.n_layer
+    shown = lab.untrained(settings)
+    lab.gradient_norms(shown, settings)
+    assert all(p.grad is None for p in shown.parameters())  # the shown (shared) model is never written to
 
 
 @pytest.mark.parametrize("encoding", ENCODINGS.names())
