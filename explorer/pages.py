@@ -85,7 +85,7 @@ add(PageSpec(
         Shot("experts", "?moe_trained=1", 4, "Mixture of experts after training: held-out loss against time for the "
              "mixture, the mixture without its balancing loss and a dense model; load imbalance; each expert's "
              "load; the routing of one input; which experts each task uses."),
-        Shot("experts_residuals", "?moe_tab=Residuals+and+norms&moe_res_trained=1", 3,
+        Shot("experts_residuals", "?moe_tab=Residuals+and+norms&moe_res_trained=1", 4,
              "Residuals and norms: pre-LN, post-LN and no residual trained side by side, each block's gradient at "
              "initialisation and the residual stream's size."),
         Shot("experts_funnel", "?moe_tab=Funnel&moe_fun_trained=1&moe_fun_level=1", 3,

@@ -150,6 +150,12 @@ def grad_series(run: ResidualRun, at: int = -1) -> dict:
     return {LAYOUTS[k].title: (list(range(len(v[at].grad_norms))), v[at].grad_norms) for k, v in run.records.items()}
 
 
+def ratio_series(run: ResidualRun) -> dict:
+    """The first block's gradient norm over the last block's, at every check of training."""
+    return {LAYOUTS[k].title: ([r.step for r in v], [r.grad_norms[0] / r.grad_norms[-1] if r.grad_norms[-1] > 0
+                                                      else None for r in v]) for k, v in run.records.items()}
+
+
 def resid_series(run: ResidualRun, at: int = -1) -> dict:
     return {LAYOUTS[k].title: (list(range(len(v[at].resid_norms))), v[at].resid_norms) for k, v in run.records.items()}
 

@@ -231,7 +231,8 @@ if tab_residuals.open:
         if res_run is None and kept is not None and kept.settings == rs:
             res_run = kept
         ui.mark_finished("moe_res_trained", res_status == "done")
-        res_progress, res_loss_slot, res_grad_slot, res_norm_slot = st.empty(), st.empty(), st.empty(), st.empty()
+        res_progress, res_loss_slot, res_grad_slot = st.empty(), st.empty(), st.empty()
+        res_ratio_slot, res_norm_slot = st.empty(), st.empty()
 
         def draw_residuals(now) -> None:
             step = now.step if now is not None else 0
@@ -249,6 +250,10 @@ if tab_residuals.open:
             ui.chart(figures.lines_figure(residuals.grad_series(now, 0), "gradient norm per block, at initialisation",
                                           "block", "gradient norm", log_y=True, x_integer=True), "moe_res_grad",
                      "Each block's gradient norm at initialisation, per layout.", slot=res_grad_slot)
+            ui.chart(figures.lines_figure(residuals.ratio_series(now), "first block's gradient ÷ last block's, "
+                                          "during training", "step", "ratio", log_y=True), "moe_res_ratio",
+                     "The first block's gradient norm divided by the last block's at every check, per layout.",
+                     slot=res_ratio_slot)
             ui.chart(figures.lines_figure(residuals.resid_series(now), f"residual stream size at step {now.step}",
                                           "after block (0 = the embedding)", "mean norm per token", x_integer=True),
                      "moe_res_norms", "The residual stream's mean size after the embedding and after each block.",
@@ -256,7 +261,7 @@ if tab_residuals.open:
 
         if res_training:
             ui.live(res_handle, lambda: draw_residuals(res_handle.job.live()),
-                    [res_status_slot, res_progress, res_loss_slot, res_grad_slot, res_norm_slot])
+                    [res_status_slot, res_progress, res_loss_slot, res_grad_slot, res_ratio_slot, res_norm_slot])
         else:
             draw_residuals(res_run)
         if res_run is not None and not res_training:

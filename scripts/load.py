@@ -3,6 +3,7 @@ ForwardMsg, as the browser's frontend speaks it, without drawing anything).
 
     python scripts/load.py --sessions 20 [--changes 6] [--json load.json]
     python scripts/load.py --scenario classroom --sessions 30 [--measurers 5 --changers 5] [--distinct-seeds]
+    python scripts/load.py --scenario experts --sessions 10 [--experts-steps 100] [--distinct-seeds]
 
 ``controls`` (the default): N sessions open the Attention Lab at once; each types its own input,
 then changes the head count and attention kind a few times. Reported: completions, p50/p95 of the
@@ -316,6 +317,53 @@ async def classroom_scenario(args, url: str) -> dict:
     }
 
 
+async def experts_scenario(args, url: str) -> dict:
+    """N sessions open the Mixture of experts page, press Train at once (``--experts-steps`` steps;
+    ``--distinct-seeds`` gives each its own run), follow the live view to the end, then type an input
+    and read its routing."""
+    sessions = [Session(url, i, args.timeout) for i in range(args.sessions)]
+    start = asyncio.Event()
+    steps = args.experts_steps
+
+    async def one(s: Session) -> dict:
+        try:
+            s.ws = await connect(s)
+            seed = s.index if args.distinct_seeds else 0
+            await s.open(f"moe_steps={steps}&moe_seed={seed}", page="experts")
+            await start.wait()
+            t0 = time.perf_counter()
+            await s.rerun(trigger="moe_train")
+            while time.perf_counter() - t0 < args.train_limit:
+                if any(f"Trained {steps} of {steps} steps" in t for t in s.texts):
+                    finished = time.perf_counter() - t0
+                    s.set("moe_input", "string_value", "abcdef")
+                    await s.rerun()
+                    routed = any("Answer:" in t for t in s.texts)
+                    return {"finished_s": finished, "routed": routed}
+                await asyncio.sleep(s.fragment[1] if s.fragment else 0.25)
+                await s.rerun(fragment=s.fragment is not None)
+                if s.error:
+                    break
+        except Exception as e:  # a session that fails is counted, not fatal
+            s.error = f"{type(e).__name__}: {e}"
+        finally:
+            if s.ws is not None:
+                await s.ws.close()
+        return {"finished_s": None, "routed": False}
+
+    async def go():
+        await asyncio.sleep(2.0)  # everyone connected: press Train together
+        start.set()
+
+    t0 = time.perf_counter()
+    results = (await asyncio.gather(go(), *(one(s) for s in sessions)))[1:]
+    done = sorted(r["finished_s"] for r in results if r["finished_s"] is not None)
+    return {"scenario": "experts", "sessions": args.sessions, "distinct_seeds": args.distinct_seeds, "steps": steps,
+            "finished": len(done), "routed": sum(r["routed"] for r in results),
+            "finish_p50_s": quantile(done, 0.5), "finish_p95_s": quantile(done, 0.95),
+            "wall_s": round(time.perf_counter() - t0, 1), "errors": [s.error for s in sessions if s.error][:5]}
+
+
 def peak_rss(pid: int) -> int:
     """The process's peak resident memory (VmHWM), bytes."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -349,7 +397,7 @@ async def with_memory_watch(coro):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--scenario", choices=["controls", "classroom"], default="controls")
+    ap.add_argument("--scenario", choices=["controls", "classroom", "experts"], default="controls")
     ap.add_argument("--sessions", type=int, default=20)
     ap.add_argument("--changes", type=int, default=6, help="control changes per session (controls)")
     ap.add_argument("--measurers", type=int, default=5, help="classroom: sessions that then start Measure")
@@ -358,13 +406,15 @@ def main() -> None:
     ap.add_argument("--measure-seconds", type=float, default=40.0, help="classroom: how long a Measure is watched")
     ap.add_argument("--train-limit", type=float, default=300.0, help="classroom: give up on a run after this")
     ap.add_argument("--think", type=float, default=1.0, help="classroom: seconds a changer waits between changes")
+    ap.add_argument("--experts-steps", type=int, default=100, help="experts: training steps of each model")
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds one rerun may take")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
     free_before = available_bytes()
     with app_server() as base:
         url = base.replace("http://", "ws://") + "/_stcore/stream"
-        scenario = controls_scenario if args.scenario == "controls" else classroom_scenario
+        scenario = {"controls": controls_scenario, "classroom": classroom_scenario,
+                    "experts": experts_scenario}[args.scenario]
         result, lowest = asyncio.run(with_memory_watch(scenario(args, url)))
         result["server_peak_bytes"] = peak_rss(base.pid)
     result["budget_bytes"] = default_budget()

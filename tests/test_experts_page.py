@@ -180,6 +180,9 @@ def test_residuals_tab_trains_the_layouts_and_says_what_came_out():
     grad = next(s for s in plotly_specs(at) if s["layout"]["title"]["text"].startswith("gradient norm"))
     run = at.session_state["moe_res_handle"].result()
     assert grad["data"][0]["y"] == pytest.approx(run.records["pre_ln"][0].grad_norms)
+    ratio = next(s for s in plotly_specs(at) if s["layout"]["title"]["text"].startswith("first block"))
+    first = run.records["pre_ln"][-1].grad_norms
+    assert ratio["data"][0]["y"][-1] == pytest.approx(first[0] / first[-1])
     assert any("What came out" in m.value and "No residual" in m.value for m in at.markdown)
     at.multiselect(key="moe_res_layouts").set_value([]).run()  # nothing chosen: a message, no traceback
     assert_clean(at)
