@@ -341,8 +341,8 @@ async def experts_scenario(args, url: str) -> dict:
                     routed = any("Answer:" in t for t in s.texts)
                     return {"finished_s": finished, "routed": routed}
                 await asyncio.sleep(s.fragment[1] if s.fragment else 0.25)
-                await s.rerun(fragment=s.fragment is not None)
-                if s.error:
+                await s.rerun()  # a full rerun of this page (a fragment's own rerun of the app would need
+                if s.error:      # the page's script hash, which this client does not keep)
                     break
         except Exception as e:  # a session that fails is counted, not fatal
             s.error = f"{type(e).__name__}: {e}"
