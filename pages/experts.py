@@ -341,3 +341,6 @@ if tab_funnel.open:
         elif cost is not None:
             st.caption("Timing the funnel and the flat model at N = "
                        + ", ".join(f"{n:,}" for n in funnel.SWEEP_N) + "…")
+            if cost.active and not fun_training:  # while training, that live view reruns the page when it ends
+                cost_bar = st.empty()
+                ui.live(cost, lambda: cost_bar.progress(cost.progress()[0], text=cost.progress()[1]), [cost_bar])
