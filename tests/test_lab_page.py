@@ -83,7 +83,8 @@ def test_inside_the_model_shows_the_residual_stream_and_the_logit_lens():
     assert grads["data"][0]["y"] == pytest.approx(want, rel=1e-4) and len(want) == settings.n_layer
     shown = lab.untrained(settings)
     lab.gradient_norms(shown, settings)
-    assert all(p.grad is None for p in shown.parameters())  # the shown (shared) model is never written to
+    assert all(p.grad is None for p in shown.parameters())  # the shown (shared) model is never written to:
+    assert not shown.training  # measured on a copy, so not even its mode changes
 
 
 @pytest.mark.parametrize("encoding", ENCODINGS.names())
