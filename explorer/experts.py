@@ -12,7 +12,9 @@ Jiang et al. 2024 (Mixtral).
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
+import functools
 import time
 from dataclasses import dataclass, field
 from typing import Optional
@@ -65,8 +67,10 @@ MIXED = MixedTask("mixed", "Copy, reverse or sort", "A string of letters, a tag 
                   "^ sort), then the answer.", CHARS, LETTERS, ">", lambda s: s.clone())
 
 
+@functools.lru_cache(maxsize=64)
 def params_of(config: ModelConfig) -> int:
-    """Parameters of a model of ``config``, counted without allocating its weights."""
+    """Parameters of a model of ``config``, counted without allocating its weights (a pure function
+    of the frozen config, remembered: the page asks for it on every rerun)."""
     with torch.device("meta"):
         return GPT(config).num_params()
 
@@ -197,6 +201,7 @@ class ExpertsJob(TurnsJob):
         self.trainers: dict[str, Trainer] = {}
         self.records: dict[str, list[Record]] = {n: [] for n in configs}
         self._configs = configs
+        self._params = {n: (active_params(c), params_of(c)) for n, c in configs.items()}
         self._live: Optional[ExpertsRun] = None
         self._probe = probe(settings.length)
 
@@ -234,14 +239,9 @@ class ExpertsJob(TurnsJob):
 
 
     def _publish(self) -> None:
-        models = {}
-        for name, tr in self.trainers.items():
-            copy = build_model(self._configs[name], self.settings.seed)
-            copy.load_state_dict(tr.model.state_dict())
-            models[name] = copy.eval()
+        models = {name: copy.deepcopy(tr.model).eval() for name, tr in self.trainers.items()}
         self._live = ExpertsRun(self.settings, {n: list(r) for n, r in self.records.items()}, models,
-                                min(tr.step for tr in self.trainers.values()), self.finished,
-                                {n: (active_params(c), params_of(c)) for n, c in self._configs.items()})
+                                min(tr.step for tr in self.trainers.values()), self.finished, self._params)
 
 
 
