@@ -4,6 +4,7 @@
     python -m explorer.bench complexity --max-n 16384 --json results.json [--heads 4 --width 64 ...]
     python -m explorer.bench extrapolation --task copy --train-len 8 --json results.json [--max-steps ...]
     python -m explorer.bench moe --seconds 30 --json results.json [--experts 4 --top-k 1]
+    python -m explorer.bench multimodal --json results.json [--fusions cross early --steps 1500]
 
 ``lab``: the Attention Lab's figures: how long ``reverse`` (length 16) takes to reach 99% token
 accuracy at the page's default settings, and (through ``scripts/bench_page.py``, which runs the
@@ -291,6 +292,43 @@ def _moe(args) -> dict:
 BENCHES.add("moe", Bench("moe", "mixture of experts vs dense at equal active parameters, with and without the "
                                 "balancing loss, under one wall-time budget; funnel vs flat; gradient ratios",
                          _moe_args, _moe))
+
+
+# ---------------------------------------------------------------------------------------------- multimodal
+def _multimodal_args(p: argparse.ArgumentParser) -> None:
+    from .fusion import FUSIONS
+    from .multimodal import MultimodalSettings
+
+    d = defaults(MultimodalSettings)
+    p.add_argument("--fusions", nargs="+", default=list(d["fusions"]), choices=FUSIONS.names(), help="fusion modes")
+    p.add_argument("--steps", type=int, default=d["steps"], help="most training steps of each model")
+    p.add_argument("--no-until-learned", action="store_true", help="train every step (no early stop)")
+    p.add_argument("--seed", type=int, default=d["seed"])
+
+
+def _multimodal(args) -> dict:
+    from . import multimodal
+
+    torch.set_num_threads(1)
+    s = multimodal.MultimodalSettings(fusions=tuple(args.fusions), steps=args.steps, seed=args.seed,
+                                      until_learned=not args.no_until_learned)
+    out = {"device": device_name(), **multimodal.report(s)}
+    b = out["baseline"]
+    print(f"caption-frequency baseline ('{b['caption']}'): exact {b['held_out']['exact']:.1%}, colour "
+          f"{b['held_out']['colour']:.1%}, shape {b['held_out']['shape']:.1%}")
+    for fusion, r in out["runs"].items():
+        h, hard, m = r["held_out"], r["hard"], r["named_mass"]
+        print(f"{fusion:<6} {r['steps']} steps (learned at {r['learned_at']}) in {r['training_s']} s "
+              f"({r['ms_per_step']} ms/step): held-out exact {h['exact']:.1%} (colour {h['colour']:.1%}, shape "
+              f"{h['shape']:.1%}, relation {h['relation']:.1%}); hard split exact {hard['exact']:.1%} (shape "
+              f"{hard['shape']:.1%}); colour words on their thing {', '.join(f'{x:.0%}' for x in m['colour'])} by layer, "
+              f"shape words {', '.join(f'{x:.0%}' for x in m['shape'])} (chance {m['chance']:.0%}); "
+              f"{r['params']:,} parameters, {r['forward_flops'] / 1e6:.1f} MFLOPs a forward pass")
+    return out
+
+
+BENCHES.add("multimodal", Bench("multimodal", "caption accuracy of cross-attention vs early fusion on held-out "
+                                              "scenes, where words look, cost", _multimodal_args, _multimodal))
 
 
 # ---------------------------------------------------------------------------------------------- main

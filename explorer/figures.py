@@ -337,3 +337,27 @@ def routing_figure(gates: np.ndarray, tokens: Sequence[str], chosen: np.ndarray,
               "xaxis": {"title": {"text": "expert"}, "tickmode": "linear", "dtick": 1, "tick0": 0},
               "yaxis": {**_axis(tokens, (0, 1), "x", True, reverse=True), "title": {"text": "token"}}}
     return {"data": [trace, marks], "layout": layout}
+
+
+HIGHLIGHT = [[0.0, "rgba(253,231,37,0)"], [1.0, "rgba(253,231,37,0.8)"]]  # viridis' yellow, clear to bright
+
+
+def scene_figure(image: np.ndarray, weights: np.ndarray | None = None, title: str = "", height: int = 330) -> dict:
+    """An RGB image (H, W, 3 uint8) with, optionally, one weight per patch (a (g, g) grid, row-major
+    as the patches are cut) laid over it as a highlight: where a word's query looked. The scale
+    tops out at the largest weight, or at four times an even spread if that is larger (so an even
+    spread shows as a faint haze, never as a bright one)."""
+    H, W = image.shape[:2]
+    data = [{"type": "image", "z": image.tolist(), "hoverinfo": "skip"}]
+    if weights is not None:
+        g = weights.shape[0]
+        p = H / g
+        data.append({"type": "heatmap", "z": np.round(weights, 4).tolist(), "x0": p / 2 - 0.5, "dx": p,
+                     "y0": p / 2 - 0.5, "dy": p, "colorscale": HIGHLIGHT, "zmin": 0.0,
+                     "zmax": max(float(weights.max()), 4.0 * float(weights.sum()) / weights.size),
+                     "colorbar": {"thickness": 10, "len": 0.8},
+                     "hovertemplate": "patch at x %{x:.0f}, y %{y:.0f} px: weight %{z:.3f}<extra></extra>"})
+    return {"data": data, "layout": {
+        "title": {"text": html.escape(title)}, "height": height, "margin": {"l": 10, "r": 10, "t": 40, "b": 10},
+        "xaxis": {"visible": False, "range": [-0.5, W - 0.5], "constrain": "domain"},
+        "yaxis": {"visible": False, "range": [H - 0.5, -0.5], "scaleanchor": "x", "constrain": "domain"}}}

@@ -116,3 +116,13 @@ _add(Lesson(
                 "gradient reaching the first block passes through all the others. Then add **post-LN** to the "
                 "layouts and train again: the page says where its gradients are largest, and why.",
 ))
+_add(Lesson(
+    "fusion", "Where does the word look?", "multimodal",
+    {"mm_things": 2, "mm_word": 1},
+    autorun=True,
+    explanation="Two captioners learn to describe scenes of shapes: one reads the image through **cross-attention**, "
+                "one reads patches and words as **one sequence**. Word 1 is the first colour: watch its map move from "
+                "a uniform haze onto the thing it names as they train. Then slide **Word** to the shape and to the "
+                "second thing, and try a **Head** of its own: the table at the bottom says how often each mode is "
+                "right on scenes it never saw, and how much of a colour word's attention lands on its thing.",
+))

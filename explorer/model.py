@@ -17,8 +17,10 @@ nostalgebraist 2020 (the logit lens).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fnmatch
+import threading
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Optional
 
@@ -228,10 +230,23 @@ class GPT(nn.Module):
         return ModelOutput(logits, loss, dict(hook.trace), aux, self.config.aux_weight)
 
 
+_SEEDING = threading.Lock()
+
+
+@contextlib.contextmanager
+def seeded(seed: int):
+    """Run a block on torch's global generator seeded with ``seed``, restoring it afterwards. One
+    block at a time in the process: the generator is shared by every thread, and two sessions'
+    models initialised at once would otherwise draw from each other's stream (their weights would
+    depend on timing, not on the seed)."""
+    with _SEEDING, torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
 def build_model(config: ModelConfig, seed: int = 0) -> GPT:
     """A freshly initialised model; the same seed always gives the same weights."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         return GPT(config)
 
 

@@ -92,6 +92,15 @@ add(PageSpec(
              "Funnel: the loss of a funnel and a flat model, attention over merged pairs (each labelled with its "
              "characters), and time per step as the sequence grows."),
     )))
+add(PageSpec(
+    "multimodal", "Multimodal", "pages/multimodal.py", ":material/image:", "mm_", charts=2,
+    reserved=("mm_trained",), order=40, defaults="explorer.multimodal:url_defaults", shots=(
+        Shot("multimodal", "?mm_trained=1&mm_word=1", 3,
+             "Multimodal after training: both fusion modes caption a scene; the attention that wrote the word "
+             "\"red\" laid over the image's patches; the loss of both modes; held-out scores."),
+        Shot("multimodal_untrained", "", 2, "Multimodal on first open: untrained captioners write nonsense and look "
+                                            "everywhere."),
+    )))
 
 
 def reserved_params() -> set[str]:

@@ -106,3 +106,25 @@ def test_gpt_has_no_hidden_state_between_calls():
     b = m(x).trace
     assert a and b == {}
     assert isinstance(m, GPT)
+
+
+def test_seeded_builds_give_the_same_weights_when_sessions_build_at_once():
+    """Torch's generator is one per process: two sessions initialising models at the same moment
+    must still each get their seed's weights (a classroom sees the docs' picture)."""
+    import threading
+
+    from explorer.fusion import FusionConfig, build
+
+    configs = {"gpt": lambda: build_model(ModelConfig(n_layer=2, n_embd=64), 0),
+               "fusion": lambda: build(FusionConfig(), 0)}
+    want = {k: make().state_dict() for k, make in configs.items()}
+    for _ in range(5):
+        got = {}
+        threads = [threading.Thread(target=lambda k=k, make=make: got.__setitem__(k, make().state_dict()))
+                   for k, make in configs.items()]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for k in configs:
+            assert all(torch.equal(got[k][n], want[k][n]) for n in want[k]), k

@@ -63,6 +63,7 @@ QUICK = {  # lessons that train, measure or run: made quick for the test; a valu
     "positions": {"pe_steps": "50", "pe_train_len": "4"},
     "attention_lab": {"lab_steps": "40"},
     "experts": {"moe_steps": "50", "moe_res_steps": "20"},
+    "multimodal": {"mm_steps": "100"},
 }
 
 
@@ -70,9 +71,10 @@ def busy(at) -> bool:
     s = at.session_state
     handles = [s[k] for k in ("cx_handle", "moe_handle", "moe_res_handle") if k in s] + list(
         s["pe_handles"] if "pe_handles" in s else [])
+    handles += list(s["mm_handles"].values()) if "mm_handles" in s else []
     if "lab_run" in s:
         return s["lab_run"].training
-    return any(h.active for h in handles)
+    return any(h.active for h in handles) or any("Scoring the captions" in c.value for c in at.caption)
 
 
 def test_every_lesson_opens_its_page_with_its_settings():
@@ -95,7 +97,7 @@ def test_every_lesson_opens_its_page_with_its_settings():
             assert any("Wall time" in sp["layout"].get("title", {}).get("text", "") for sp in plotly_specs(at))
         if lesson.page == "attention_lab":
             assert at.session_state["lab_run"].current().step <= 40
-        if lesson.page in ("positions", "experts"):
+        if lesson.page in ("positions", "experts", "multimodal"):
             assert any("What came out" in m.value for m in at.markdown)
         assert not any("ignored" in w for w in texts(at.warning)), texts(at.warning)
 

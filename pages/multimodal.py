@@ -1,0 +1,236 @@
+"""Multimodal: image patches and words meeting in cross-attention (or in one sequence), trained live
+on a generated world of shapes; where each written word looks in the image."""
+import streamlit as st
+
+from explorer import figures, multimodal as mm, scenes
+from explorer.figures import md_escape
+from explorer.fusion import FUSIONS, PATCHES, POS2D
+import ui
+
+S = st.session_state
+PAGE = ui.ensure_navigation(__file__)
+D = mm.MultimodalSettings()
+DEFAULTS = mm.url_defaults()
+
+
+def start(settings):
+    stop()
+    S.mm_handles = {f: ui.submit(mm.training_job(settings, f)) for f in settings.fusions}
+    S.mm_stopped = {}
+
+
+def stop():
+    handles = S.pop("mm_handles", None) or {}
+    S.mm_stopped = {f: (h.job.key, h.job.live()) for f, h in handles.items()
+                    if h.job.live() is not None}  # keep what they had
+    for h in handles.values():
+        h.release(ui.holder())
+
+
+def random_scene():
+    S.mm_random_no = S.get("mm_random_no", 0) + 1
+    rows = mm.random_rows(S.mm_random_no)
+    S.mm_things = len(rows)
+    for i, (shape, colour, cell) in enumerate(rows):
+        S[f"mm_shape{i}"], S[f"mm_colour{i}"], S[f"mm_cell{i}"] = shape, colour, cell
+
+
+@st.cache_resource(max_entries=8)
+def untrained(config, seed):
+    """Freshly initialised weights: read-only, the same for everyone."""
+    from explorer.fusion import build
+
+    return build(config, seed)
+
+
+st.title("Multimodal")
+st.caption("A picture is cut into patches, each patch becomes a token, and a small model learns to write a caption "
+           "of it. Compare two ways for the words to meet the image, and see where each word looks.")
+
+# ---------------------------------------------------------------------------------------------- controls
+with st.sidebar:
+    st.header("Model")
+    fusions = st.multiselect("Fusion modes", FUSIONS.names(), default=list(D.fusions), key="mm_fusions",
+                             bind="query-params", format_func=lambda f: FUSIONS[f].title,
+                             help="Train one or both, side by side on the same scenes.")
+    pos2d = st.selectbox("Patch positions", POS2D, index=POS2D.index(D.pos2d), key="mm_pos2d", bind="query-params",
+                         help="How a patch knows where it is: a learned table, or fixed 2-D sines (half the "
+                              "channels for the row, half for the column).")
+    patch = st.select_slider("Patch size (pixels)", list(PATCHES), D.patch, key="mm_patch", bind="query-params",
+                             help=f"The {scenes.SIZE}-pixel image is cut into (48 / patch)² patches.")
+    steps = st.number_input("Training steps (at most)", 100, 5000, D.steps, step=100, key="mm_steps",
+                            bind="query-params", help=f"Steps of {D.batch_size} scenes for each model.")
+    until = st.toggle("Stop when learned", D.until_learned, key="mm_until_learned", bind="query-params",
+                      help=f"Stop once held-out word accuracy stays at 99% or more for 3 checks, one every "
+                           f"{mm.STOP_EVERY} steps.")
+    seed = st.number_input("Seed", 0, 2**31 - 1, D.seed, key="mm_seed", bind="query-params",
+                           help="Seeds the weights and the scenes: the same seed gives everyone the same picture.")
+
+with st.expander("The scene", expanded=True, icon=":material/palette:"):
+    n_things = st.slider("Things in the scene", 1, scenes.MAX_THINGS, DEFAULTS["mm_things"], key="mm_things",
+                         bind="query-params", help="One to three shapes, each in its own cell of a 3 × 3 grid.")
+    rows = []
+    for i in range(scenes.MAX_THINGS):
+        off = i >= n_things  # kept (and in the link), not used
+        c1, c2, c3 = st.columns(3)
+        shape = c1.selectbox(f"Shape {i + 1}", scenes.SHAPES, index=scenes.SHAPES.index(DEFAULTS[f"mm_shape{i}"]),
+                             key=f"mm_shape{i}", bind="query-params", disabled=off)
+        colour = c2.selectbox(f"Colour {i + 1}", list(scenes.COLOURS),
+                              index=list(scenes.COLOURS).index(DEFAULTS[f"mm_colour{i}"]), key=f"mm_colour{i}",
+                              bind="query-params", disabled=off)
+        cell = c3.selectbox(f"Place {i + 1}", mm.CELLS, index=mm.CELLS.index(DEFAULTS[f"mm_cell{i}"]),
+                            key=f"mm_cell{i}", bind="query-params", disabled=off)
+        rows.append((shape, colour, cell))
+    st.button("Random scene", on_click=random_scene, key="mm_random",
+              help="The next scene from the held-out stream (never a training scene's stream).")
+    upload = st.file_uploader(f"…or caption your own picture (PNG or JPEG, at most {mm.UPLOAD_BYTES / 1e6:.0f} MB)",
+                              type=["png", "jpg", "jpeg"], key="mm_upload",
+                              help="Resized to 48 × 48 on this server; not part of the page's link.")
+
+settings = mm.MultimodalSettings(fusions=tuple(f for f in FUSIONS.names() if f in fusions), pos2d=pos2d,
+                                 patch=int(patch), steps=int(steps), seed=int(seed), until_learned=bool(until))
+problem = settings.problem()
+scene, scene_problem = mm.scene_from_controls(rows, int(n_things))
+
+# ---------------------------------------------------------------------------------------------- the picture
+image, truth, upload_error = None, None, None
+if upload is not None:
+    try:
+        image = scenes.image_from_upload(upload.getvalue(), max_bytes=mm.UPLOAD_BYTES)
+    except scenes.UploadRefused as e:
+        upload_error = str(e)
+if upload_error:
+    st.error(f"That file cannot be captioned: {md_escape(upload_error)} The composed scene is shown instead.",
+             icon=":material/broken_image:")
+if image is None:
+    if scene_problem:
+        st.warning(f"This scene cannot be drawn: {scene_problem}.", icon=":material/info:")
+    else:
+        image, truth = scenes.render(scene), scenes.caption(scene)
+else:
+    st.info("Your picture, at 48 × 48 pixels. The model has only ever seen this page's world (up to three circles, "
+            "squares and triangles in red, green, blue or yellow on a dark ground): it describes your picture in "
+            "those words, whatever it shows.", icon=":material/image:")
+
+# ---------------------------------------------------------------------------------------------- training
+if problem:
+    st.error(f"These settings cannot be trained: {problem}.", icon=":material/error:")
+handles = S.get("mm_handles") or {}
+if handles and [h.job.key for h in handles.values()] != [("multimodal", settings, f) for f in settings.fusions]:
+    handles = {}  # the controls changed since: those runs are not this view
+if ui.arrived_to_run(PAGE, "mm_trained") and problem is None and not handles:
+    start(settings)
+    handles = S.mm_handles
+statuses = {f: h.status for f, h in handles.items()}  # read once: the jobs move on meanwhile
+training = any(x in ("queued", "running") for x in statuses.values())
+done = bool(statuses) and all(x == "done" for x in statuses.values())
+c1, c2, c3 = st.columns([1, 1, 6])
+c1.button("▶ Train", on_click=start, args=(settings,), disabled=problem is not None or training, type="primary",
+          key="mm_train", help="Train the chosen fusion modes on this server (the same settings train once, for "
+                               "everyone).")
+c2.button("■ Stop", on_click=stop, disabled=not training, key="mm_stop", help="Stop and keep the models as they are.")
+status_slot = c3.empty()
+ui.mark_finished("mm_trained", done)
+for f, h in handles.items():
+    if statuses[f] in ("failed", "refused"):
+        st.error(f"The {f} run could not go on: {h.error}.", icon=":material/error:")
+
+stopped = {f: run for f, (key, run) in (S.get("mm_stopped") or {}).items() if key == ("multimodal", settings, f)}
+
+
+def current_runs() -> dict:
+    out = {f: h.job.live() for f, h in handles.items() if h.job.live() is not None}
+    return out or ({} if handles else stopped)
+
+
+progress_slots = {f: st.empty() for f in settings.fusions}
+loss_slot = st.empty()
+
+
+def draw_progress(runs) -> None:
+    lines = []
+    for f in settings.fusions:
+        run = runs.get(f)
+        if run is None:
+            lines.append(f"{FUSIONS[f].title}: waiting to start")
+            continue
+        learned = f", **learned at step {run.learned_at}**" if run.learned_at is not None else ""
+        lines.append(f"{FUSIONS[f].title}: step {run.step} of {run.total}{learned}")
+        if training:
+            progress_slots[f].progress(min(1.0, run.step / run.total), text=f"{f}: step {run.step}/{run.total}")
+    notice = ui.queue_notice(next(iter(handles.values())), "your run") if training else ""
+    head = "**Training…**" if training else ("Trained." if runs else "Not trained yet: press **Train**.")
+    status_slot.markdown(head + "  \n" + "  \n".join(lines) + (f"  \n{notice}" if notice else ""))
+    if runs:
+        ui.chart(figures.lines_figure(mm.loss_series(runs), "training loss", "training time (s)", "loss (nats/word)",
+                                      log_y=True, height=300), "mm_loss",
+                 "Training loss of each fusion mode against its training time.", slot=loss_slot)
+
+
+if training:
+    ui.live(list(handles.values()), lambda: draw_progress(current_runs()), [status_slot, loss_slot, *progress_slots.values()])
+else:
+    draw_progress(current_runs())
+runs = current_runs()
+
+# ---------------------------------------------------------------------------------------------- where words look
+st.subheader("Where does each word look?")
+if image is not None and problem is None:
+    c_word, c_head, c_layer = st.columns([3, 1, 1])
+    models = {f: (runs[f].model if f in runs else untrained(settings.config(f), settings.seed)) for f in settings.fusions}
+    head = c_head.selectbox("Head", [mm.HEAD_MEAN] + [str(h) for h in range(settings.config("cross").n_head)],
+                            key="mm_head", bind="query-params", help="One head's weights, or their mean.")
+    layer = c_layer.selectbox("Layer", mm.layer_choices(settings), key="mm_layer", bind="query-params",
+                              help="Which layer's attention (a mode with fewer layers shows its last).")
+    word = c_word.slider("Word", 0, scenes.MAX_CAPTION - 1, 0, key="mm_word", bind="query-params",
+                         help="Which written word's attention to show (past the caption's end: its last word).")
+    cols = st.columns(len(settings.fusions))
+    for col, f in zip(cols, settings.fusions):
+        view = ui.cached("mm_views", (f, runs[f].step if f in runs else -1, handles.get(f) and handles[f].job.key,
+                                      image.tobytes(), word, head, layer),
+                         lambda f=f: mm.word_view(models[f], image, int(word), head, layer))
+        with col:
+            said = " ".join(view.words) or "(nothing)"
+            mark = "" if truth is None else (" ✓" if view.words == truth else " ✗")
+            st.markdown(f"**{FUSIONS[f].title}**{'' if f in runs else ' (untrained)'}: “{md_escape(said)}”{mark}")
+            if view.grid is not None:
+                shown = view.words[view.word]
+                ui.chart(figures.scene_figure(image, view.grid, f"“{shown}”: {view.where}"), f"mm_map_{f}",
+                         f"The image with the attention that wrote the word {shown} laid over its patches ({f} fusion).")
+                st.caption(("Cross-attention: the weights over the patches sum to 1." if FUSIONS[f].maps_sum_to_one
+                            else f"One sequence: {view.on_patches:.0%} of this query's attention is on the patches, the "
+                                 "rest on the words before it; the colours show the patch part.")
+                           + " Word t is written by the position reading word t − 1, so this is that query's map.")
+    if truth is not None:
+        st.caption(f"The true caption: “{' '.join(truth)}”.")
+else:
+    ui.chart(figures.scene_figure(scenes.render(mm.DEFAULT_SCENE)), "mm_map_empty", "The default scene.")
+
+# ---------------------------------------------------------------------------------------------- scores
+st.subheader("How well each mode captions scenes it never saw")
+if runs and not training:
+    evals = {}
+    for f, run in runs.items():
+        h = ui.submit(mm.evaluation_job(("multimodal", settings, f), run))
+        if h.done:
+            evals[f] = h.result()
+    if len(evals) < len(runs):
+        st.caption("Scoring the captions of 256 held-out scenes…")
+        waiting = [ui.submit(mm.evaluation_job(("multimodal", settings, f), run)) for f, run in runs.items()]
+        ui.live(waiting, lambda: None)
+    else:
+        st.dataframe(mm.score_rows(runs, evals, settings), hide_index=True, key="mm_scores")
+        st.markdown("**What came out**\n" + "\n".join(
+            f"- {line}" for line in mm.findings(runs, {f: e.held_out for f, e in evals.items()},
+                                                {f: e.mass for f, e in evals.items()})))
+        best, base = mm.frequency_baseline()
+        st.caption(f"A model that ignores the image and always says the most frequent training caption (“{' '.join(best)}”) "
+                   f"gets {base.exact:.0%} of these scenes right. The unseen combinations ({', '.join(f'{c} {s}' for c, s in scenes.HELD_OUT)}) "
+                   "never occur in training: colours and places carry over, shapes mostly do not.")
+elif not training:
+    st.info("Press **Train**: both fusion modes learn the scene world side by side, the loss fills in as they go, "
+            "and the maps above follow the model as it is now.", icon=":material/model_training:")
+
+with st.expander("How the two modes work", icon=":material/info:"):
+    for f in FUSIONS.values():
+        st.markdown(f"**{f.title}.** {f.summary} *({f.paper})*")
