@@ -141,14 +141,18 @@ class MaskedAttention(nn.Module):
     def forward(self, x: Tensor, mem: Tensor, mask: Optional[Tensor] = None, hook=NO_HOOKS, name: str = "") -> Tensor:
         B, T, C = x.shape
         N, nh, hs = mem.shape[1], self.n_head, C // self.n_head
-        q = self.q(x).view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
+        q = hook(f"{name}.q", self.q(x).view(B, T, nh, hs).transpose(1, 2))  # (B, nh, T, hs)
         k, v = (t.view(B, N, nh, hs).transpose(1, 2) for t in self.kv(mem).split(C, dim=2))  # (B, nh, N, hs)
+        k, v = hook(f"{name}.k", k), hook(f"{name}.v", v)
         scores = (q @ k.transpose(-2, -1)) / math.sqrt(hs)  # (B, nh, T, N)
         if mask is not None:
             scores = scores.masked_fill(~mask, float("-inf"))
         weights = hook(f"{name}.pattern", torch.softmax(scores, dim=-1))  # (B, nh, T, N)
         z = hook(f"{name}.z", weights @ v)  # (B, nh, T, hs)
         return self.proj(z.transpose(1, 2).reshape(B, T, C))
+
+
+ATTN_HOOKS = ("q", "k", "v", "pattern", "z")  # every attention's hook points, under its name
 
 
 def prefix_lm_mask(n_prefix: int, T: int) -> Tensor:
@@ -283,10 +287,9 @@ class CrossCaptioner(Captioner):
 
     def hook_names(self) -> list[str]:
         c = self.config
-        return (["vis.embed"] + [f"enc.{j}.attn.{h}" for j in range(c.enc_layers) for h in ("pattern", "z")]
+        return (["vis.embed"] + [f"enc.{j}.attn.{h}" for j in range(c.enc_layers) for h in ATTN_HOOKS]
                 + ["vis.out", "embed"]
-                + [f"dec.{i}.{part}.{h}" for i in range(c.dec_layers) for part in ("attn", "cross")
-                   for h in (("q", "k", "v", "pattern", "z") if part == "attn" else ("pattern", "z"))]
+                + [f"dec.{i}.{part}.{h}" for i in range(c.dec_layers) for part in ("attn", "cross") for h in ATTN_HOOKS]
                 + ["logits"])
 
     def encode(self, images: Tensor, hook=NO_HOOKS) -> Tensor:
@@ -321,7 +324,7 @@ class EarlyCaptioner(Captioner):
         return len(self.blocks)
 
     def hook_names(self) -> list[str]:
-        return (["vis.embed", "embed"] + [f"blocks.{i}.attn.{h}" for i in range(self.n_layers) for h in ("pattern", "z")]
+        return (["vis.embed", "embed"] + [f"blocks.{i}.attn.{h}" for i in range(self.n_layers) for h in ATTN_HOOKS]
                 + ["logits"])
 
     def words_out(self, images: Tensor, words: Tensor, hook) -> Tensor:
@@ -361,7 +364,7 @@ FUSIONS.add("cross", Fusion(
 FUSIONS.add("early", Fusion(
     "early", "One sequence (early fusion)",
     "Patches and words form one sequence through the same self-attention blocks; a prefix-LM mask lets the "
-    "patches see each other, and each word see every patch and the words before it.",
+    "patches see each other, and each word see every patch and the words up to itself.",
     "Dong et al. 2019 (UniLM); Raffel et al. 2020 (T5, prefix LM)", EarlyCaptioner, False))
 
 

@@ -25,7 +25,7 @@ from .train import TrainConfig, Trainer, evaluate
 
 HELD_OUT_SEED = 2024  # the held-out scenes every evaluation reads
 EVAL_SCENES = 256  # held-out scenes per evaluation
-STOP_EVERY = 50  # steps between the stop rule's checks
+STOP_RULE = StopRule(accuracy=0.99, checks=3, every=50)  # "stop when learned": held-out word accuracy
 UPLOAD_BYTES = 5_000_000  # the largest picture a student may upload
 
 
@@ -53,7 +53,7 @@ class MultimodalSettings:
     batch_size: int = 64  # scenes per step
     lr: float = 3e-3  # peak learning rate
     seed: int = 0  # seeds the weights and the scenes drawn
-    until_learned: bool = True  # stop when held-out word accuracy stays >= 99%
+    until_learned: bool = True  # stop when held-out word accuracy stays high (STOP_RULE)
 
     def config(self, fusion: str) -> FusionConfig:
         return FusionConfig(fusion=fusion, patch=self.patch, pos2d=self.pos2d)
@@ -82,6 +82,13 @@ def url_defaults() -> dict:
         thing = scene.things[i] if i < len(scene.things) else FILLER[i]
         out.update({f"mm_shape{i}": thing.shape, f"mm_colour{i}": thing.colour, f"mm_cell{i}": cell_name(thing.row, thing.col)})
     return out
+
+
+def world_sentence() -> str:
+    """What the scene world holds, in words, from its constants."""
+    shapes, colours = [f"{s}s" for s in scenes.SHAPES], list(scenes.COLOURS)
+    return (f"one to {scenes.MAX_THINGS} {', '.join(shapes[:-1])} and {shapes[-1]} in {', '.join(colours[:-1])} or "
+            f"{colours[-1]}, one to a cell of a {scenes.GRID} × {scenes.GRID} grid, on a dark ground")
 
 
 CELLS = tuple(f"{r} {c}".strip() for r in ("top", "middle", "bottom") for c in ("left", "centre", "right"))
@@ -114,7 +121,7 @@ def training_job(settings: MultimodalSettings, fusion: str) -> TrainJob:
     def held_out(model) -> float:
         return evaluate(model, held, 0, batches=1, batch_size=EVAL_SCENES, seed=HELD_OUT_SEED)["accuracy"]
 
-    stop = StopRule(accuracy=0.99, checks=3, every=STOP_EVERY) if settings.until_learned else None
+    stop = STOP_RULE if settings.until_learned else None
     return TrainJob(("multimodal", settings, fusion), f"training the {fusion}-fusion captioner", build_trainer,
                     peak_bytes(config, settings.batch_size), held_out=held_out, stop=stop)
 
@@ -263,29 +270,29 @@ def attention_scores(config: FusionConfig) -> int:
 
 
 # ---------------------------------------------------------------------------------------------- findings
-def findings(runs: dict[str, TrainedRun], scores: dict[str, CaptionScore], masses: dict[str, NamedMass]) -> list[str]:
-    """What came out, in sentences computed from the runs."""
+def findings(runs: dict[str, TrainedRun], evals: dict[str, "Evaluation"]) -> list[str]:
+    """What came out, in sentences computed from the runs and their scores."""
     out = []
     for fusion, run in runs.items():
-        s = scores[fusion]
+        e = evals[fusion]
+        s, hard, m = e.held_out, e.hard, e.mass
         learned = f", learned at step {run.learned_at}" if run.learned_at is not None else ""
         out.append(f"**{FUSIONS[fusion].title}**: {s.exact:.0%} of {s.n} held-out scenes captioned word for word right "
                    f"after {run.step} steps ({run.seconds:.0f} s of training{learned}); colours {s.colour:.0%}, shapes "
-                   f"{s.shape:.0%}, relations {s.relation:.0%}.")
-        m = masses.get(fusion)
-        if m is not None:
-            best = int(np.nanargmax(m.colour))
-            out.append(f"Its colour words put {m.colour[best]:.0%} of their attention on the image on the thing they "
-                       f"name (layer {best}; shape words there: {m.shape[best]:.0%}); spread evenly it would be "
-                       f"{m.chance:.0%}.")
-    if len(scores) == 2:
-        a, b = scores
-        better = a if scores[a].exact > scores[b].exact else b
-        if scores[a].exact != scores[b].exact:
-            out.append(f"On these settings **{better}** fusion captions more scenes right "
-                       f"({scores[better].exact:.0%} against {scores[b if better == a else a].exact:.0%}).")
+                   f"{s.shape:.0%}, relations {s.relation:.0%}. On scenes with a colour–shape pair it never saw: "
+                   f"{hard.exact:.0%} right, colours {hard.colour:.0%}, shapes {hard.shape:.0%}.")
+        best = int(np.nanargmax(m.colour))
+        out.append(f"Its colour words put {m.colour[best]:.0%} of their attention on the image on the thing they "
+                   f"name (layer {best}; shape words there: {m.shape[best]:.0%}); spread evenly it would be "
+                   f"{m.chance:.0%}.")
+    if len(evals) == 2:
+        (a, ea), (b, eb) = evals.items()
+        if ea.held_out.exact != eb.held_out.exact:
+            better, worse = (a, b) if ea.held_out.exact > eb.held_out.exact else (b, a)
+            out.append(f"On these settings **{better}** fusion captions more held-out scenes right "
+                       f"({evals[better].held_out.exact:.0%} against {evals[worse].held_out.exact:.0%}).")
         else:
-            out.append(f"Both fusion modes caption {scores[a].exact:.0%} of the scenes right.")
+            out.append(f"Both fusion modes caption {ea.held_out.exact:.0%} of the held-out scenes right.")
     return out
 
 
@@ -429,5 +436,6 @@ def score_rows(runs: dict[str, TrainedRun], evals: dict[str, Evaluation], settin
             "shape, unseen combinations": None if e is None else f"{e.hard.shape:.1%}",
             "parameters": f"{run.model.num_params():,}",
             "attention weights per head": f"{attention_scores(cfg):,}",
+            "forward MFLOPs": round(step_flops(cfg) / 1e6, 1),
         })
     return rows

@@ -1,5 +1,6 @@
 """Multimodal: image patches and words meeting in cross-attention (or in one sequence), trained live
 on a generated world of shapes; where each written word looks in the image."""
+import plotly.graph_objects as go
 import streamlit as st
 
 from explorer import figures, multimodal as mm, scenes
@@ -11,6 +12,7 @@ S = st.session_state
 PAGE = ui.ensure_navigation(__file__)
 D = mm.MultimodalSettings()
 DEFAULTS = mm.url_defaults()
+VIEW_EVERY = 50  # steps between redraws of the maps while training
 
 
 def start(settings):
@@ -57,12 +59,12 @@ with st.sidebar:
                          help="How a patch knows where it is: a learned table, or fixed 2-D sines (half the "
                               "channels for the row, half for the column).")
     patch = st.select_slider("Patch size (pixels)", list(PATCHES), D.patch, key="mm_patch", bind="query-params",
-                             help=f"The {scenes.SIZE}-pixel image is cut into (48 / patch)² patches.")
+                             help=f"The {scenes.SIZE}-pixel image is cut into ({scenes.SIZE} / patch)² patches.")
     steps = st.number_input("Training steps (at most)", 100, 5000, D.steps, step=100, key="mm_steps",
                             bind="query-params", help=f"Steps of {D.batch_size} scenes for each model.")
     until = st.toggle("Stop when learned", D.until_learned, key="mm_until_learned", bind="query-params",
-                      help=f"Stop once held-out word accuracy stays at 99% or more for 3 checks, one every "
-                           f"{mm.STOP_EVERY} steps.")
+                      help=f"Stop once held-out word accuracy stays at {mm.STOP_RULE.accuracy:.0%} or more for "
+                           f"{mm.STOP_RULE.checks} checks, one every {mm.STOP_RULE.every} steps.")
     seed = st.number_input("Seed", 0, 2**31 - 1, D.seed, key="mm_seed", bind="query-params",
                            help="Seeds the weights and the scenes: the same seed gives everyone the same picture.")
 
@@ -85,7 +87,7 @@ with st.expander("The scene", expanded=True, icon=":material/palette:"):
               help="The next scene from the held-out stream (never a training scene's stream).")
     upload = st.file_uploader(f"…or caption your own picture (PNG or JPEG, at most {mm.UPLOAD_BYTES / 1e6:.0f} MB)",
                               type=["png", "jpg", "jpeg"], key="mm_upload",
-                              help="Resized to 48 × 48 on this server; not part of the page's link.")
+                              help=f"Resized to {scenes.SIZE} × {scenes.SIZE} on this server; not part of the page's link.")
 
 settings = mm.MultimodalSettings(fusions=tuple(f for f in FUSIONS.names() if f in fusions), pos2d=pos2d,
                                  patch=int(patch), steps=int(steps), seed=int(seed), until_learned=bool(until))
@@ -108,9 +110,9 @@ if image is None:
     else:
         image, truth = scenes.render(scene), scenes.caption(scene)
 else:
-    st.info("Your picture, at 48 × 48 pixels. The model has only ever seen this page's world (up to three circles, "
-            "squares and triangles in red, green, blue or yellow on a dark ground): it describes your picture in "
-            "those words, whatever it shows.", icon=":material/image:")
+    st.info(f"Your picture, at {scenes.SIZE} × {scenes.SIZE} pixels. The model has only ever seen this page's world "
+            f"({mm.world_sentence()}): it describes your picture in those words, whatever it shows.",
+            icon=":material/image:")
 
 # ---------------------------------------------------------------------------------------------- training
 if problem:
@@ -146,8 +148,60 @@ def current_runs() -> dict:
 progress_slots = {f: st.empty() for f in settings.fusions}
 loss_slot = st.empty()
 
+st.subheader("Where does each word look?")
+view_slots = {}
+if image is not None and problem is None:
+    c_word, c_head, c_layer = st.columns([3, 1, 1])
+    head = c_head.selectbox("Head", [mm.HEAD_MEAN] + [str(h) for h in range(settings.config("cross").n_head)],
+                            key="mm_head", bind="query-params", help="One head's weights, or their mean.")
+    layer = c_layer.selectbox("Layer", mm.layer_choices(settings), key="mm_layer", bind="query-params",
+                              help="Which layer's attention (a mode with fewer layers shows its last).")
+    word = c_word.slider("Word", 0, scenes.MAX_CAPTION - 1, 0, key="mm_word", bind="query-params",
+                         help="Which written word's attention to show (past the caption's end: its last word).")
+    for col, f in zip(st.columns(len(settings.fusions)), settings.fusions):
+        with col:
+            view_slots[f] = (st.empty(), st.empty(), st.empty())  # what it wrote, the map, what the map is
+    if truth is not None:
+        st.caption(f"The true caption: “{' '.join(truth)}”.")
+elif image is None:
+    ui.chart(figures.scene_figure(scenes.render(mm.DEFAULT_SCENE)), "mm_map_empty", "The default scene.")
 
-def draw_progress(runs) -> None:
+
+def view_and_figure(f, model, step):
+    """The caption, the chosen word's map and its figure (validated by plotly once: a picture is
+    thousands of numbers)."""
+    view = mm.word_view(model, image, int(word), head, layer)
+    fig = None
+    if view.grid is not None:
+        fig = go.Figure(figures.scene_figure(image, view.grid, f"“{view.words[view.word]}”: {view.where}"))
+    return view, fig, step
+
+
+def draw_views(runs) -> None:
+    """Each mode's caption of the picture and the map of the chosen word, for the model as it is
+    now (while training, redrawn once every VIEW_EVERY steps: each redraw is work for the server's
+    cores, which the training needs)."""
+    for f, (said_slot, map_slot, note_slot) in view_slots.items():
+        run = runs.get(f)
+        model = run.model if run is not None else untrained(settings.config(f), settings.seed)
+        step = -1 if run is None else (run.step if run.finished or not training else run.step // VIEW_EVERY)
+        view, fig, seen = ui.cached("mm_views", (f, step, image.tobytes(), word, head, layer),
+                                    lambda: view_and_figure(f, model, run.step if run is not None else 0))
+        said = " ".join(view.words) or "(nothing)"
+        mark = "" if truth is None else (" ✓" if view.words == truth else " ✗")
+        state = " (untrained)" if run is None else ("" if run.finished or not training else f" (step {seen})")
+        said_slot.markdown(f"**{FUSIONS[f].title}**{state}: “{md_escape(said)}”{mark}")
+        if fig is None:
+            continue
+        ui.chart(fig, f"mm_map_{f}", f"The image with the attention that wrote the word {view.words[view.word]} laid "
+                                     f"over its patches ({f} fusion).", slot=map_slot)
+        note_slot.caption(("Cross-attention: the weights over the patches sum to 1." if FUSIONS[f].maps_sum_to_one
+                           else f"One sequence: {view.on_patches:.0%} of this query's attention is on the patches, the "
+                                "rest on the words before it; the highlight shows the patch part.")
+                          + " Word t is written by the position reading word t − 1, so this is that query's map.")
+
+
+def draw(runs) -> None:
     lines = []
     for f in settings.fusions:
         run = runs.get(f)
@@ -159,52 +213,21 @@ def draw_progress(runs) -> None:
         if training:
             progress_slots[f].progress(min(1.0, run.step / run.total), text=f"{f}: step {run.step}/{run.total}")
     notice = ui.queue_notice(next(iter(handles.values())), "your run") if training else ""
-    head = "**Training…**" if training else ("Trained." if runs else "Not trained yet: press **Train**.")
-    status_slot.markdown(head + "  \n" + "  \n".join(lines) + (f"  \n{notice}" if notice else ""))
+    head_line = "**Training…**" if training else ("Trained." if runs else "Not trained yet: press **Train**.")
+    status_slot.markdown(head_line + "  \n" + "  \n".join(lines) + (f"  \n{notice}" if notice else ""))
     if runs:
         ui.chart(figures.lines_figure(mm.loss_series(runs), "training loss", "training time (s)", "loss (nats/word)",
                                       log_y=True, height=300), "mm_loss",
                  "Training loss of each fusion mode against its training time.", slot=loss_slot)
+    draw_views(runs)
 
 
 if training:
-    ui.live(list(handles.values()), lambda: draw_progress(current_runs()), [status_slot, loss_slot, *progress_slots.values()])
+    ui.live(list(handles.values()), lambda: draw(current_runs()),
+            [status_slot, loss_slot, *progress_slots.values(), *(x for slots in view_slots.values() for x in slots)])
 else:
-    draw_progress(current_runs())
+    draw(current_runs())
 runs = current_runs()
-
-# ---------------------------------------------------------------------------------------------- where words look
-st.subheader("Where does each word look?")
-if image is not None and problem is None:
-    c_word, c_head, c_layer = st.columns([3, 1, 1])
-    models = {f: (runs[f].model if f in runs else untrained(settings.config(f), settings.seed)) for f in settings.fusions}
-    head = c_head.selectbox("Head", [mm.HEAD_MEAN] + [str(h) for h in range(settings.config("cross").n_head)],
-                            key="mm_head", bind="query-params", help="One head's weights, or their mean.")
-    layer = c_layer.selectbox("Layer", mm.layer_choices(settings), key="mm_layer", bind="query-params",
-                              help="Which layer's attention (a mode with fewer layers shows its last).")
-    word = c_word.slider("Word", 0, scenes.MAX_CAPTION - 1, 0, key="mm_word", bind="query-params",
-                         help="Which written word's attention to show (past the caption's end: its last word).")
-    cols = st.columns(len(settings.fusions))
-    for col, f in zip(cols, settings.fusions):
-        view = ui.cached("mm_views", (f, runs[f].step if f in runs else -1, handles.get(f) and handles[f].job.key,
-                                      image.tobytes(), word, head, layer),
-                         lambda f=f: mm.word_view(models[f], image, int(word), head, layer))
-        with col:
-            said = " ".join(view.words) or "(nothing)"
-            mark = "" if truth is None else (" ✓" if view.words == truth else " ✗")
-            st.markdown(f"**{FUSIONS[f].title}**{'' if f in runs else ' (untrained)'}: “{md_escape(said)}”{mark}")
-            if view.grid is not None:
-                shown = view.words[view.word]
-                ui.chart(figures.scene_figure(image, view.grid, f"“{shown}”: {view.where}"), f"mm_map_{f}",
-                         f"The image with the attention that wrote the word {shown} laid over its patches ({f} fusion).")
-                st.caption(("Cross-attention: the weights over the patches sum to 1." if FUSIONS[f].maps_sum_to_one
-                            else f"One sequence: {view.on_patches:.0%} of this query's attention is on the patches, the "
-                                 "rest on the words before it; the colours show the patch part.")
-                           + " Word t is written by the position reading word t − 1, so this is that query's map.")
-    if truth is not None:
-        st.caption(f"The true caption: “{' '.join(truth)}”.")
-else:
-    ui.chart(figures.scene_figure(scenes.render(mm.DEFAULT_SCENE)), "mm_map_empty", "The default scene.")
 
 # ---------------------------------------------------------------------------------------------- scores
 st.subheader("How well each mode captions scenes it never saw")
@@ -215,21 +238,24 @@ if runs and not training:
         if h.done:
             evals[f] = h.result()
     if len(evals) < len(runs):
-        st.caption("Scoring the captions of 256 held-out scenes…")
         waiting = [ui.submit(mm.evaluation_job(("multimodal", settings, f), run)) for f, run in runs.items()]
-        ui.live(waiting, lambda: None)
+        score_bar = st.empty()
+        ui.live(waiting, lambda: score_bar.progress(
+            sum(h.done for h in waiting) / len(waiting),
+            text=f"Scoring the captions of {mm.EVAL_SCENES} held-out scenes and {mm.EVAL_SCENES} with unseen pairs…"),
+            [score_bar])
     else:
         st.dataframe(mm.score_rows(runs, evals, settings), hide_index=True, key="mm_scores")
-        st.markdown("**What came out**\n" + "\n".join(
-            f"- {line}" for line in mm.findings(runs, {f: e.held_out for f, e in evals.items()},
-                                                {f: e.mass for f, e in evals.items()})))
+        st.markdown("**What came out**\n" + "\n".join(f"- {line}" for line in mm.findings(runs, evals)))
         best, base = mm.frequency_baseline()
         st.caption(f"A model that ignores the image and always says the most frequent training caption (“{' '.join(best)}”) "
-                   f"gets {base.exact:.0%} of these scenes right. The unseen combinations ({', '.join(f'{c} {s}' for c, s in scenes.HELD_OUT)}) "
-                   "never occur in training: colours and places carry over, shapes mostly do not.")
+                   f"gets {base.exact:.0%} of these scenes right. The colour–shape pairs "
+                   f"{', '.join(f'{c} {s}' for c, s in scenes.HELD_OUT)} never occur in training.")
 elif not training:
-    st.info("Press **Train**: both fusion modes learn the scene world side by side, the loss fills in as they go, "
-            "and the maps above follow the model as it is now.", icon=":material/model_training:")
+    st.info(("Press **Train**: both fusion modes learn the scene world side by side, " if len(settings.fusions) > 1
+             else "Press **Train**: the captioner learns the scene world, ")
+            + "the loss fills in as it goes, and the maps above follow the model as it is now.",
+            icon=":material/model_training:")
 
 with st.expander("How the two modes work", icon=":material/info:"):
     for f in FUSIONS.values():

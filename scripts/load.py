@@ -3,7 +3,8 @@ ForwardMsg, as the browser's frontend speaks it, without drawing anything).
 
     python scripts/load.py --sessions 20 [--changes 6] [--json load.json]
     python scripts/load.py --scenario classroom --sessions 30 [--measurers 5 --changers 5] [--distinct-seeds]
-    python scripts/load.py --scenario experts --sessions 10 [--experts-steps 100] [--distinct-seeds]
+    python scripts/load.py --scenario experts --sessions 10 [--steps 100] [--distinct-seeds]
+    python scripts/load.py --scenario multimodal --sessions 10 [--steps 100] [--distinct-seeds]
 
 ``controls`` (the default): N sessions open the Attention Lab at once; each types its own input,
 then changes the head count and attention kind a few times. Reported: completions, p50/p95 of the
@@ -31,6 +32,7 @@ import re
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -140,6 +142,8 @@ class Session:
             self.texts.append(el.alert.body)
         elif kind == "progress":
             self.texts.append(el.progress.text)
+        elif kind == "plotly_chart" and re.search(r"\"type\": ?\"image\"", el.plotly_chart.spec):  # a picture: its title
+            self.texts.append(json.loads(el.plotly_chart.spec)["layout"]["title"]["text"])
         elif kind == "plotly_chart" and '"layer 0 head 0"' in el.plotly_chart.spec:
             self.grid_traces = len(json.loads(el.plotly_chart.spec)["data"])
         elif kind == "plotly_chart" and '"query"' in el.plotly_chart.spec:
@@ -317,29 +321,49 @@ async def classroom_scenario(args, url: str) -> dict:
     }
 
 
-async def experts_scenario(args, url: str) -> dict:
-    """N sessions open the Mixture of experts page, press Train at once (``--experts-steps`` steps;
-    ``--distinct-seeds`` gives each its own run), follow the live view to the end, then type an input
-    and read its routing."""
+@dataclass(frozen=True)
+class TrainPage:
+    """A page whose scenario is: open it, press Train together, follow the live view to the
+    finished view, then change one control and see the view answer."""
+    page: str  # its URL path
+    link: str  # its parameters, with {steps} and {seed}
+    train: str  # the Train button's key
+    finished: str  # text of the finished view ({steps} filled in)
+    change: tuple  # (widget key, protobuf field, value) changed afterwards
+    answer: str  # text the changed view shows
+
+
+TRAIN_PAGES = {
+    "experts": TrainPage("experts", "moe_steps={steps}&moe_seed={seed}", "moe_train", "Trained {steps} of {steps} steps",
+                         ("moe_input", "string_value", "abcdef"), "Answer:"),
+    "multimodal": TrainPage("multimodal", "mm_steps={steps}&mm_seed={seed}&mm_until_learned=false", "mm_train",
+                            "What came out", ("mm_head", "string_value", "2"), "head 2"),
+}
+
+
+async def train_page_scenario(args, url: str) -> dict:
+    """N sessions open a training page (``TRAIN_PAGES``), press Train at once (``--steps``;
+    ``--distinct-seeds`` gives each its own run), follow the live view to the end, then change one
+    control and read the answer."""
+    spec = TRAIN_PAGES[args.scenario]
     sessions = [Session(url, i, args.timeout) for i in range(args.sessions)]
     start = asyncio.Event()
-    steps = args.experts_steps
+    steps = args.steps
 
     async def one(s: Session) -> dict:
         try:
             s.ws = await connect(s)
             seed = s.index if args.distinct_seeds else 0
-            await s.open(f"moe_steps={steps}&moe_seed={seed}", page="experts")
+            await s.open(spec.link.format(steps=steps, seed=seed), page=spec.page)
             await start.wait()
             t0 = time.perf_counter()
-            await s.rerun(trigger="moe_train")
+            await s.rerun(trigger=spec.train)
             while time.perf_counter() - t0 < args.train_limit:
-                if any(f"Trained {steps} of {steps} steps" in t for t in s.texts):
+                if any(spec.finished.format(steps=steps) in t for t in s.texts):
                     finished = time.perf_counter() - t0
-                    s.set("moe_input", "string_value", "abcdef")
+                    s.set(*spec.change)
                     await s.rerun()
-                    routed = any("Answer:" in t for t in s.texts)
-                    return {"finished_s": finished, "routed": routed}
+                    return {"finished_s": finished, "answered": any(spec.answer in t for t in s.texts)}
                 await asyncio.sleep(s.fragment[1] if s.fragment else 0.25)
                 await s.rerun()  # a full rerun of this page (a fragment's own rerun of the app would need
                 if s.error:      # the page's script hash, which this client does not keep)
@@ -349,7 +373,7 @@ async def experts_scenario(args, url: str) -> dict:
         finally:
             if s.ws is not None:
                 await s.ws.close()
-        return {"finished_s": None, "routed": False}
+        return {"finished_s": None, "answered": False}
 
     async def go():
         await asyncio.sleep(2.0)  # everyone connected: press Train together
@@ -358,8 +382,8 @@ async def experts_scenario(args, url: str) -> dict:
     t0 = time.perf_counter()
     results = (await asyncio.gather(go(), *(one(s) for s in sessions)))[1:]
     done = sorted(r["finished_s"] for r in results if r["finished_s"] is not None)
-    return {"scenario": "experts", "sessions": args.sessions, "distinct_seeds": args.distinct_seeds, "steps": steps,
-            "finished": len(done), "routed": sum(r["routed"] for r in results),
+    return {"scenario": args.scenario, "sessions": args.sessions, "distinct_seeds": args.distinct_seeds, "steps": steps,
+            "finished": len(done), "answered": sum(r["answered"] for r in results),
             "finish_p50_s": quantile(done, 0.5), "finish_p95_s": quantile(done, 0.95),
             "wall_s": round(time.perf_counter() - t0, 1), "errors": [s.error for s in sessions if s.error][:5]}
 
@@ -397,7 +421,7 @@ async def with_memory_watch(coro):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--scenario", choices=["controls", "classroom", "experts"], default="controls")
+    ap.add_argument("--scenario", choices=["controls", "classroom", *TRAIN_PAGES], default="controls")
     ap.add_argument("--sessions", type=int, default=20)
     ap.add_argument("--changes", type=int, default=6, help="control changes per session (controls)")
     ap.add_argument("--measurers", type=int, default=5, help="classroom: sessions that then start Measure")
@@ -406,7 +430,8 @@ def main() -> None:
     ap.add_argument("--measure-seconds", type=float, default=40.0, help="classroom: how long a Measure is watched")
     ap.add_argument("--train-limit", type=float, default=300.0, help="classroom: give up on a run after this")
     ap.add_argument("--think", type=float, default=1.0, help="classroom: seconds a changer waits between changes")
-    ap.add_argument("--experts-steps", type=int, default=100, help="experts: training steps of each model")
+    ap.add_argument("--steps", "--experts-steps", type=int, default=100,
+                    help="experts, multimodal: training steps of each model")
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds one rerun may take")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
@@ -414,7 +439,7 @@ def main() -> None:
     with app_server() as base:
         url = base.replace("http://", "ws://") + "/_stcore/stream"
         scenario = {"controls": controls_scenario, "classroom": classroom_scenario,
-                    "experts": experts_scenario}[args.scenario]
+                    **{name: train_page_scenario for name in TRAIN_PAGES}}[args.scenario]
         result, lowest = asyncio.run(with_memory_watch(scenario(args, url)))
         result["server_peak_bytes"] = peak_rss(base.pid)
     result["budget_bytes"] = default_budget()

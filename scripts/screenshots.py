@@ -80,7 +80,7 @@ def main() -> None:
                 ctx = offline_context(browser, **{"viewport": {"width": 1400, "height": 2000}, **shot.options})
                 page = ctx.new_page()
                 page.goto(base + path + shot.query)
-                wait_until_idle(page, timeout=300_000)
+                wait_until_idle(page, timeout=600_000)
                 wait_for_charts(page, shot.charts)
                 page.wait_for_timeout(800)
                 page.screenshot(path=str(OUT / f"{shot.name}.png"))

@@ -29,3 +29,18 @@ def server():
 
     with app_server() as base:
         yield base
+
+
+@pytest.fixture
+def page(browser):
+    """A fresh browser context (a new student, offline) and its page; errors and dialogs recorded."""
+    from scripts.appserver import offline_context
+
+    ctx = offline_context(browser, viewport={"width": 1400, "height": 1600})
+    p = ctx.new_page()
+    p.errors = []
+    p.on("pageerror", lambda e: p.errors.append(str(e)))
+    p.dialogs = []
+    p.on("dialog", lambda d: (p.dialogs.append(d.message), d.dismiss()))
+    yield p
+    ctx.close()

@@ -10,18 +10,6 @@ from explorer.pages import PAGES
 from scripts.appserver import offline_context, wait_for_charts, wait_until_idle
 
 
-@pytest.fixture
-def page(browser):
-    ctx = offline_context(browser, viewport={"width": 1400, "height": 1600})
-    p = ctx.new_page()
-    p.errors = []
-    p.on("pageerror", lambda e: p.errors.append(str(e)))
-    p.dialogs = []
-    p.on("dialog", lambda d: (p.dialogs.append(d.message), d.dismiss()))
-    yield p
-    ctx.close()
-
-
 def grid_heads(page) -> int:
     """Heads in the attention grid, from its column titles as plotly drew them."""
     titles = page.locator("[data-testid='stPlotlyChart'] text.annotation-text").all_text_contents()

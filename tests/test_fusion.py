@@ -1,6 +1,7 @@
 """The multimodal captioner: patches, masks, where the maps come from, and that it learns."""
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 
@@ -63,16 +64,16 @@ def test_maps_are_the_weights_the_model_used(fusion):
     trace = model((images, words), capture=True).trace
     patterns = [n for n in trace if n.endswith(".pattern")]
     assert patterns
-    for name in patterns:
-        z = trace[name.replace(".pattern", ".z")]
-        v = trace.get(name.replace(".pattern", ".v"))
-        if v is not None:  # the registry's self-attention: pattern @ v is the head output
-            assert torch.allclose(trace[name] @ v, z, atol=1e-5)
+    for name in patterns:  # every attention's output is its pattern applied to its values
+        z, v = trace[name.replace(".pattern", ".z")], trace[name.replace(".pattern", ".v")]
+        assert torch.allclose(trace[name] @ v, z, atol=1e-5)
     if fusion == "cross":
         for i in range(model.config.dec_layers):
             w = trace[f"dec.{i}.cross.pattern"]
             assert w.shape == (4, 4, words.shape[1], model.config.n_patches)
             assert torch.allclose(w.sum(-1), torch.ones(()), atol=1e-5)  # over the patches
+            assert trace[f"dec.{i}.cross.v"].shape[2] == model.config.n_patches  # the values are the patches'
+
         # zeroing the cross-attention's weights changes the output: the map is on the path
         cut = model((images, words), edit={"dec.*.cross.pattern": torch.zeros_like}).logits
         assert not torch.allclose(cut, model((images, words)).logits)
@@ -152,13 +153,41 @@ def test_word_maps_follow_the_words():
     assert wm.sums_to_one
 
 
-def test_training_beats_the_caption_frequency_baseline():
-    """A test-sized run of the page's training job learns to read the image."""
+@pytest.fixture(scope="module")
+def small_run():
+    """A test-sized run of the page's training job (about 12 s)."""
     s = mm.MultimodalSettings(fusions=("cross",), steps=320, batch_size=32, until_learned=False)
-    run = mm.train_alone(s, "cross")
+    return s, mm.train_alone(s, "cross")
+
+
+def test_training_beats_the_caption_frequency_baseline(small_run):
+    """The model learns to read the image: better than always saying the commonest caption."""
+    _, run = small_run
     got = mm.evaluate_captions(run.model, n=128)
     _, base = mm.frequency_baseline(n=128)
     assert got.colour > base.colour + 0.25
     assert got.shape > base.shape + 0.2
     assert got.exact > base.exact + 0.15
     assert run.history[-1][1] < run.history[0][1] / 3
+
+
+def test_colour_words_learn_to_look_at_the_thing_they_name(small_run):
+    """The lesson's claim: a colour word's map starts as an even haze and moves onto its thing."""
+    s, run = small_run
+    before = mm.named_mass(build(s.config("cross"), s.seed))
+    after = mm.named_mass(run.model)
+    assert abs(before.colour[-1] - before.chance) < 0.02  # untrained: spread evenly
+    assert before.chance == pytest.approx(4 / 36)  # a thing covers 2 x 2 of the 6 x 6 patches
+    assert after.colour[-1] > 2 * after.chance
+
+
+def test_a_word_view_is_the_map_of_the_query_before_the_word(small_run):
+    _, run = small_run
+    images, _, truth = example(1)
+    image = (images[0].permute(1, 2, 0) * 255).round().byte().numpy()
+    view = mm.word_view(run.model, image, 1, "1", mm.LAYER_LAST)
+    ids = torch.tensor([[scenes.BOS] + scenes.encode(view.words)])
+    trace = run.model((mm.image_tensor(image)[None], ids), capture=["dec.1.cross.pattern"]).trace
+    want = trace["dec.1.cross.pattern"][0, 1, 1]  # head 1; word 1 is written by query 1, which reads word 0
+    assert np.allclose(view.grid.reshape(-1), want.numpy(), atol=1e-6)
+    assert scenes.caption(truth[0])[1] in scenes.COLOURS  # word 1 of every caption is the first colour

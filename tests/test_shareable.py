@@ -74,7 +74,7 @@ def busy(at) -> bool:
     handles += list(s["mm_handles"].values()) if "mm_handles" in s else []
     if "lab_run" in s:
         return s["lab_run"].training
-    return any(h.active for h in handles) or any("Scoring the captions" in c.value for c in at.caption)
+    return any(h.active for h in handles) or any("Scoring the captions" in e.proto.text for e in at.get("progress"))
 
 
 def test_every_lesson_opens_its_page_with_its_settings():

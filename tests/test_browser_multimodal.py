@@ -1,0 +1,62 @@
+"""The Multimodal page in real Chromium: uploads (good and bad) and the maps redrawn while training."""
+import io
+import re
+
+from PIL import Image
+
+from scripts.appserver import DRAWN, wait_until_idle
+
+
+def png_bytes() -> bytes:
+    img = Image.new("RGB", (200, 120), (20, 20, 28))
+    for x in range(20, 80):
+        for y in range(30, 90):
+            img.putpixel((x, y), (230, 60, 50))
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def upload(page, name: str, data: bytes, mime: str) -> None:
+    page.locator("[data-testid='stFileUploaderDropzoneInput']").set_input_files(
+        files=[{"name": name, "mimeType": mime, "buffer": data}])
+    page.wait_for_timeout(500)
+    wait_until_idle(page)
+
+
+def test_uploads_are_captioned_and_bad_ones_refused_keeping_the_scene(page, server):
+    page.goto(server + "/multimodal?mm_colour0=yellow")
+    wait_until_idle(page)
+    page.wait_for_function(f"{DRAWN} >= 2")
+    upload(page, "broken.png", png_bytes()[:300], "image/png")  # truncated
+    assert page.get_by_text("That file cannot be captioned").count() == 1
+    assert page.get_by_text("The composed scene is shown instead").count() == 1
+    page.wait_for_function(f"{DRAWN} >= 2")  # both maps still drawn, of the composed scene
+    assert page.get_by_text("The true caption: “a yellow circle").count() == 1  # the link's scene is kept
+    upload(page, "<img src=x onerror=alert(1)>.png", png_bytes(), "image/png")
+    assert page.get_by_text("Your picture, at 48 × 48 pixels").count() == 1
+    assert page.get_by_text("That file cannot be captioned").count() == 0
+    page.wait_for_function(f"{DRAWN} >= 2")
+    assert page.get_by_text("The true caption").count() == 0  # an upload has no true caption
+    assert page.locator("[data-testid='stException']").count() == 0
+    assert not page.errors and not page.dialogs  # the file's name never ran as markup
+
+
+def test_the_maps_follow_the_model_while_it_trains(page, server):
+    page.goto(server + "/multimodal?mm_fusions=cross&mm_steps=3000&mm_until_learned=false&mm_seed=11&mm_word=1")
+    wait_until_idle(page)
+    page.get_by_role("button", name="▶ Train").click()
+    seen = set()
+    for _ in range(600):
+        m = re.search(r"late fusion\) \(step (\d+)\)", page.evaluate("document.body.innerText"))
+        if m:
+            seen.add(int(m.group(1)))
+        if len(seen) >= 3:
+            break
+        page.wait_for_timeout(100)
+    assert len(seen) >= 3, seen  # the caption (and its map) redrawn at three steps while training
+    assert page.evaluate(DRAWN) >= 2
+    page.get_by_role("button", name="■ Stop").click()
+    page.get_by_text("Trained.").wait_for(timeout=60_000)
+    assert page.locator("[data-testid='stException']").count() == 0
+    assert not page.errors
