@@ -265,3 +265,72 @@ def live(handles, redraw: Callable[[], None], slots=(), refresh_s: Optional[floa
         S.live_times.append(time.perf_counter())
 
     tick()
+
+
+# ---------------------------------------------------------------------------------------------- drawing canvas
+CANVAS_HTML = '<div class="te-draw"><canvas width="{size}" height="{size}"></canvas><div class="tools"></div></div>'
+CANVAS_CSS = """
+canvas { width: 240px; height: 240px; image-rendering: pixelated; border: 1px solid #888; touch-action: none;
+         cursor: crosshair; display: block; margin-bottom: 0.5rem; }
+.tools button { margin: 0 0.3rem 0.3rem 0; padding: 0.2rem 0.6rem; border-radius: 0.4rem; border: 1px solid #888;
+                cursor: pointer; font: inherit; }
+.tools button.paint { color: #000; }
+.tools button.chosen { outline: 3px solid var(--st-primary-color, #f63366); }
+"""
+CANVAS_JS = """
+export default function(component) {
+  const { parentElement, data, setStateValue } = component;
+  const canvas = parentElement.querySelector('canvas');
+  if (canvas.dataset.ready) return;  // drawn once; later runs keep the strokes
+  canvas.dataset.ready = '1';
+  const ctx = canvas.getContext('2d');
+  const clear = () => { ctx.fillStyle = data.background; ctx.fillRect(0, 0, canvas.width, canvas.height); };
+  clear();
+  if (data.png) { const img = new Image(); img.onload = () => ctx.drawImage(img, 0, 0); img.src = data.png; }
+  const tools = parentElement.querySelector('.tools');
+  let paint = Object.values(data.colours)[0];
+  const buttons = [];
+  const tool = (label, onclick, colour) => {
+    const b = document.createElement('button');
+    b.textContent = label;
+    if (colour) { b.style.background = colour; b.className = 'paint'; }
+    b.onclick = (e) => { e.preventDefault(); onclick(b); };
+    tools.appendChild(b);
+    return b;
+  };
+  const choose = (b, colour) => { paint = colour; buttons.forEach(x => x.classList.remove('chosen')); b.classList.add('chosen'); };
+  for (const [name, colour] of Object.entries(data.colours)) buttons.push(tool(name, b => choose(b, colour), colour));
+  buttons.push(tool('eraser', b => choose(b, data.background)));
+  buttons[0].classList.add('chosen');
+  tool('clear', () => clear());
+  tool(data.use_label, () => setStateValue('png', canvas.toDataURL('image/png')));
+  const at = (e) => { const r = canvas.getBoundingClientRect();
+    return [(e.clientX - r.left) * canvas.width / r.width, (e.clientY - r.top) * canvas.height / r.height]; };
+  let down = false;
+  const dot = (e) => { const [x, y] = at(e); ctx.fillStyle = paint; ctx.beginPath();
+    ctx.arc(x, y, data.brush / 2, 0, 2 * Math.PI); ctx.fill(); };
+  canvas.onpointerdown = (e) => { down = true; canvas.setPointerCapture(e.pointerId); dot(e); };
+  canvas.onpointermove = (e) => { if (down) dot(e); };
+  canvas.onpointerup = () => { down = false; };
+}
+"""
+
+
+@st.cache_resource
+def _canvas_component(size: int):
+    """The drawing canvas, registered once per server (its code is this module's, never a user's)."""
+    return st.components.v2.component("te_drawing_canvas", html=CANVAS_HTML.format(size=size), css=CANVAS_CSS,
+                                      js=CANVAS_JS)
+
+
+def drawing_canvas(key: str, size: int, colours: dict, background: tuple, brush: float, use_label: str):
+    """A small canvas to paint on with the given colours; returns the last drawing its user handed
+    over (``use_label``'s button) as a PNG data URL, or None. The drawing is kept in the session."""
+    rgb = lambda c: f"rgb({c[0]}, {c[1]}, {c[2]})"  # noqa: E731
+    state = S.get(key)
+    png = state.get("png") if hasattr(state, "get") else None
+    result = _canvas_component(size)(
+        key=key, data={"colours": {name: rgb(c) for name, c in colours.items()}, "background": rgb(background),
+                       "brush": brush, "use_label": use_label, "png": png},
+        default={"png": png}, on_png_change=lambda: None)
+    return getattr(result, "png", None)

@@ -351,6 +351,42 @@ def random_rows(k: int) -> list[tuple[str, str, str]]:
     return [(t.shape, t.colour, cell_name(t.row, t.col)) for t in scene.things]
 
 
+SOURCES = ("Compose", "Draw", "Upload")  # where the captioned picture comes from (the page's tabs)
+
+
+@dataclass
+class Picture:
+    image: Optional[np.ndarray]  # (SIZE, SIZE, 3) uint8 to caption, or None
+    truth: Optional[list] = None  # the true caption (a composed scene only)
+    error: str = ""  # why the student's file or drawing was refused (the composed scene is shown instead)
+    problem: str = ""  # why the composed scene cannot be drawn
+    note: str = ""  # what to know about this picture
+
+
+def picture(source: str, scene: Optional[scenes.Scene], scene_problem: Optional[str],
+            upload: Optional[bytes] = None, drawing: Optional[str] = None) -> Picture:
+    """The picture the page captions: the student's drawing or upload when that tab is open and one
+    was given (and decodes), else the composed scene. A refusal never loses the scene."""
+    own = {"Draw": drawing, "Upload": upload}.get(source)
+    error, note = "", ""
+    if own:
+        try:
+            image = (scenes.image_from_data_url(own, UPLOAD_BYTES) if source == "Draw"
+                     else scenes.image_from_upload(own, max_bytes=UPLOAD_BYTES))
+            what = "drawing" if source == "Draw" else "picture"
+            return Picture(image, note=f"Your {what}, at {scenes.SIZE} × {scenes.SIZE} pixels. The model has only ever "
+                                       f"seen this page's world ({world_sentence()}): it describes your {what} in those "
+                                       "words, whatever it shows.")
+        except scenes.UploadRefused as e:
+            error = str(e)
+    elif source in ("Draw", "Upload"):
+        note = ("Nothing drawn yet: paint, then press **Caption this drawing**." if source == "Draw"
+                else "No file yet: choose a PNG or JPEG.") + " Until then the composed scene is shown."
+    if scene_problem:
+        return Picture(None, error=error, problem=scene_problem, note=note)
+    return Picture(scenes.render(scene), scenes.caption(scene), error=error, note=note)
+
+
 def image_tensor(image: np.ndarray) -> Tensor:
     return scenes.to_tensor([image])[0]  # (3, S, S)
 

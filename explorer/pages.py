@@ -100,6 +100,8 @@ add(PageSpec(
              "\"red\" laid over the image's patches; the loss of both modes; held-out scores."),
         Shot("multimodal_untrained", "", 2, "Multimodal on first open: untrained captioners write nonsense and look "
                                             "everywhere."),
+        Shot("multimodal_draw", "?mm_source=Draw", 2, "Multimodal's drawing tab: paint a scene in the world's colours "
+                                                      "and have it captioned."),
     )))
 
 

@@ -26,6 +26,8 @@ Everything is deterministic given seeds (``random.Random`` seeded with strings, 
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import io
 import random
 import warnings
@@ -331,6 +333,21 @@ def image_from_upload(
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning):
             raise UploadRefused("The image file is truncated or corrupt and cannot be read.") from None
     return _to_rgb_square(img)
+
+
+def image_from_data_url(url: str, max_bytes: int = 5_000_000) -> np.ndarray:
+    """(SIZE, SIZE, 3) uint8 from a ``data:image/png;base64,...`` URL (a drawing from the page's
+    canvas), checked like an upload; raises UploadRefused otherwise."""
+    head, _, body = (url or "").partition(",")
+    if head != "data:image/png;base64" or not body:
+        raise UploadRefused("The drawing did not arrive as a PNG image.")
+    if len(body) > max_bytes * 4 // 3 + 4:
+        raise UploadRefused(f"The drawing is over {_mb(max_bytes)}.")
+    try:
+        data = base64.b64decode(body, validate=True)
+    except (ValueError, binascii.Error):
+        raise UploadRefused("The drawing's data is damaged.") from None
+    return image_from_upload(data, max_bytes=max_bytes)
 
 
 def _to_rgb_square(img: Image.Image) -> np.ndarray:

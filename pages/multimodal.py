@@ -68,7 +68,8 @@ with st.sidebar:
     seed = st.number_input("Seed", 0, 2**31 - 1, D.seed, key="mm_seed", bind="query-params",
                            help="Seeds the weights and the scenes: the same seed gives everyone the same picture.")
 
-with st.expander("The scene", expanded=True, icon=":material/palette:"):
+compose, draw_tab, upload_tab = st.tabs(list(mm.SOURCES), key="mm_source", on_change="rerun", bind="query-params")
+with compose:  # every tab is drawn on every run, so a scene composed stays composed whichever tab is open
     n_things = st.slider("Things in the scene", 1, scenes.MAX_THINGS, DEFAULTS["mm_things"], key="mm_things",
                          bind="query-params", help="One to three shapes, each in its own cell of a 3 × 3 grid.")
     rows = []
@@ -85,7 +86,13 @@ with st.expander("The scene", expanded=True, icon=":material/palette:"):
         rows.append((shape, colour, cell))
     st.button("Random scene", on_click=random_scene, key="mm_random",
               help="The next scene from the held-out stream (never a training scene's stream).")
-    upload = st.file_uploader(f"…or caption your own picture (PNG or JPEG, at most {mm.UPLOAD_BYTES / 1e6:.0f} MB)",
+with draw_tab:
+    st.caption(f"Paint with the world's colours on a {scenes.SIZE} × {scenes.SIZE} canvas, then press **Caption this "
+               "drawing**. The drawing stays in your session (it is not part of the page's link).")
+    drawing = ui.drawing_canvas("mm_canvas", scenes.SIZE, scenes.COLOURS, scenes.BACKGROUND, brush=9,
+                                use_label="Caption this drawing")
+with upload_tab:
+    upload = st.file_uploader(f"Caption your own picture (PNG or JPEG, at most {mm.UPLOAD_BYTES / 1e6:.0f} MB)",
                               type=["png", "jpg", "jpeg"], key="mm_upload",
                               help=f"Resized to {scenes.SIZE} × {scenes.SIZE} on this server; not part of the page's link.")
 
@@ -95,24 +102,16 @@ problem = settings.problem()
 scene, scene_problem = mm.scene_from_controls(rows, int(n_things))
 
 # ---------------------------------------------------------------------------------------------- the picture
-image, truth, upload_error = None, None, None
-if upload is not None:
-    try:
-        image = scenes.image_from_upload(upload.getvalue(), max_bytes=mm.UPLOAD_BYTES)
-    except scenes.UploadRefused as e:
-        upload_error = str(e)
-if upload_error:
-    st.error(f"That file cannot be captioned: {md_escape(upload_error)} The composed scene is shown instead.",
-             icon=":material/broken_image:")
-if image is None:
-    if scene_problem:
-        st.warning(f"This scene cannot be drawn: {scene_problem}.", icon=":material/info:")
-    else:
-        image, truth = scenes.render(scene), scenes.caption(scene)
-else:
-    st.info(f"Your picture, at {scenes.SIZE} × {scenes.SIZE} pixels. The model has only ever seen this page's world "
-            f"({mm.world_sentence()}): it describes your picture in those words, whatever it shows.",
-            icon=":material/image:")
+source = next(name for name, tab in zip(mm.SOURCES, (compose, draw_tab, upload_tab)) if tab.open)
+shown = mm.picture(source, scene, scene_problem, upload.getvalue() if upload is not None else None, drawing)
+image, truth = shown.image, shown.truth
+if shown.error:
+    st.warning(f"Your own picture is not captioned: {shown.error} The composed scene is shown instead.",
+               icon=":material/broken_image:")
+if shown.problem:
+    st.warning(f"This scene cannot be drawn: {shown.problem}.", icon=":material/info:")
+if shown.note:
+    st.info(shown.note, icon=":material/image:")
 
 # ---------------------------------------------------------------------------------------------- training
 if problem:

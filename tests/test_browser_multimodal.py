@@ -25,17 +25,17 @@ def upload(page, name: str, data: bytes, mime: str) -> None:
 
 
 def test_uploads_are_captioned_and_bad_ones_refused_keeping_the_scene(page, server):
-    page.goto(server + "/multimodal?mm_colour0=yellow")
+    page.goto(server + "/multimodal?mm_colour0=yellow&mm_source=Upload")
     wait_until_idle(page)
     page.wait_for_function(f"{DRAWN} >= 2")
     upload(page, "broken.png", png_bytes()[:300], "image/png")  # truncated
-    assert page.get_by_text("That file cannot be captioned").count() == 1
+    assert page.get_by_text("Your own picture is not captioned").count() == 1
     assert page.get_by_text("The composed scene is shown instead").count() == 1
     page.wait_for_function(f"{DRAWN} >= 2")  # both maps still drawn, of the composed scene
     assert page.get_by_text("The true caption: “a yellow circle").count() == 1  # the link's scene is kept
     upload(page, "<img src=x onerror=alert(1)>.png", png_bytes(), "image/png")
     assert page.get_by_text("Your picture, at 48 × 48 pixels").count() == 1
-    assert page.get_by_text("That file cannot be captioned").count() == 0
+    assert page.get_by_text("Your own picture is not captioned").count() == 0
     page.wait_for_function(f"{DRAWN} >= 2")
     assert page.get_by_text("The true caption").count() == 0  # an upload has no true caption
     assert page.locator("[data-testid='stException']").count() == 0
@@ -58,5 +58,28 @@ def test_the_maps_follow_the_model_while_it_trains(page, server):
     assert page.evaluate(DRAWN) >= 2
     page.get_by_role("button", name="■ Stop").click()
     page.get_by_text("Trained.").wait_for(timeout=60_000)
+    assert page.locator("[data-testid='stException']").count() == 0
+    assert not page.errors
+
+
+def test_a_drawing_is_captioned_and_the_scene_comes_back_on_its_tab(page, server):
+    page.goto(server + "/multimodal?mm_source=Draw&mm_colour0=green")
+    wait_until_idle(page)
+    assert page.get_by_text("Nothing drawn yet").count() == 1
+    canvas = page.locator("canvas").first
+    canvas.wait_for()
+    box = canvas.bounding_box()
+    page.mouse.move(box["x"] + 30, box["y"] + 30)
+    page.mouse.down()
+    for i in range(12):
+        page.mouse.move(box["x"] + 30 + 4 * i, box["y"] + 40)
+    page.mouse.up()
+    page.get_by_role("button", name="Caption this drawing").click()
+    page.get_by_text("Your drawing, at 48 × 48 pixels").wait_for(timeout=30_000)
+    wait_until_idle(page)
+    page.wait_for_function(f"{DRAWN} >= 2")
+    assert page.get_by_text("The true caption").count() == 0
+    page.get_by_role("tab", name="Compose").click()  # back to the composed scene, which was kept
+    page.get_by_text("The true caption: “a green circle").wait_for(timeout=30_000)
     assert page.locator("[data-testid='stException']").count() == 0
     assert not page.errors

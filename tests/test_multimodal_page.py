@@ -100,3 +100,25 @@ def test_stop_keeps_the_models_as_they_are():
     assert any(f"step {kept.step} of 5000" in m.value for m in at.markdown)
     assert not any("(untrained)" in m.value for m in at.markdown)
     assert_clean(at)
+
+
+def test_the_picture_comes_from_the_open_tab_and_a_refusal_keeps_the_scene():
+    scene = mm.DEFAULT_SCENE
+    composed = mm.picture("Compose", scene, None)
+    assert composed.truth == scenes.caption(scene) and not composed.error
+    waiting = mm.picture("Draw", scene, None, drawing=None)
+    assert waiting.truth == composed.truth and "Nothing drawn yet" in waiting.note
+    bad = mm.picture("Upload", scene, None, upload=b"GIF89a" + bytes(40))
+    assert bad.error and bad.truth == composed.truth  # refused: the composed scene is kept
+    assert "PNG" in mm.picture("Draw", scene, None, drawing="data:text/html;base64,PHNjcmlwdD4=").error
+    assert "damaged" in mm.picture("Draw", scene, None, drawing="data:image/png;base64,@@@").error
+    import base64
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (48, 48), (230, 60, 50)).save(buf, "PNG")
+    drawn = mm.picture("Draw", scene, None, drawing="data:image/png;base64," + base64.b64encode(buf.getvalue()).decode())
+    assert drawn.truth is None and drawn.image.shape == (48, 48, 3) and "Your drawing" in drawn.note
+    assert tuple(drawn.image[10, 10]) == (230, 60, 50)
