@@ -18,7 +18,7 @@ VIEW_EVERY = 50  # steps between redraws of the maps while training
 def start(settings):
     stop()
     S.mm_handles = {f: ui.submit(mm.training_job(settings, f)) for f in settings.fusions}
-    S.mm_stopped = {}
+    S.mm_stopped, S.mm_scoring = {}, {}  # a new run: its scoring is tried afresh
 
 
 def stop():
@@ -231,19 +231,26 @@ runs = current_runs()
 # ---------------------------------------------------------------------------------------------- scores
 st.subheader("How well each mode captions scenes it never saw")
 if runs and not training:
-    evals = {}
-    for f, run in runs.items():
-        h = ui.submit(mm.evaluation_job(("multimodal", settings, f), run))
-        if h.done:
-            evals[f] = h.result()
-    if len(evals) < len(runs):
-        waiting = [ui.submit(mm.evaluation_job(("multimodal", settings, f), run)) for f, run in runs.items()]
+    jobs = {f: mm.evaluation_job(("multimodal", settings, f), run) for f, run in runs.items()}
+    held = S.setdefault("mm_scoring", {})  # job key -> this session's handle: a failed scoring is said, not retried
+    for job in jobs.values():
+        if job.key not in held:
+            held[job.key] = ui.submit(job)
+            while len(held) > 16:
+                held.pop(next(iter(held)))
+    scoring = {f: held[job.key] for f, job in jobs.items()}
+    evals = {f: h.result() for f, h in scoring.items() if h.done}
+    failed = {f: h.error for f, h in scoring.items() if h.status in ("failed", "refused", "cancelled")}
+    for f, why in failed.items():
+        st.error(f"The {f} model could not be scored: {why}.", icon=":material/error:")
+    if not failed and len(evals) < len(runs):
+        waiting = list(scoring.values())
         score_bar = st.empty()
         ui.live(waiting, lambda: score_bar.progress(
             sum(h.done for h in waiting) / len(waiting),
             text=f"Scoring the captions of {mm.EVAL_SCENES} held-out scenes and {mm.EVAL_SCENES} with unseen pairs…"),
             [score_bar])
-    else:
+    elif not failed:
         st.dataframe(mm.score_rows(runs, evals, settings), hide_index=True, key="mm_scores")
         st.markdown("**What came out**\n" + "\n".join(f"- {line}" for line in mm.findings(runs, evals)))
         best, base = mm.frequency_baseline()

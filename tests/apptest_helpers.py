@@ -44,3 +44,14 @@ def run_until(at: AppTest, busy, timeout_s: float = 180.0, poll_s: float = 0.2) 
         at.run()
     at.run()  # the job may have finished while the last run drew its live view: draw the finished one
     return at
+
+
+def multimodal_busy(at: AppTest) -> bool:
+    """The Multimodal page has runs that are still training, or trained but not yet scored on the
+    page (the scoring starts in the run after training ends)."""
+    s = at.session_state
+    handles = list(s["mm_handles"].values()) if "mm_handles" in s else []
+    if any(h.active for h in handles):
+        return True
+    failed = any(h.status in ("failed", "refused") for h in handles) or at.error
+    return bool(handles) and not failed and not any("What came out" in m.value for m in at.markdown)

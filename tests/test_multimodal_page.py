@@ -1,7 +1,7 @@
 """The Multimodal page through AppTest: the composer, links, bad input, training, stopping and scores."""
 from streamlit.testing.v1 import AppTest
 
-from apptest_helpers import APP, assert_clean, open_page, plotly_specs, run_until, texts
+from apptest_helpers import APP, assert_clean, multimodal_busy, open_page, plotly_specs, run_until, texts
 from explorer import multimodal as mm
 from explorer import scenes
 
@@ -20,11 +20,6 @@ def opened_with(params: dict) -> AppTest:
 
 def map_titles(at) -> list[str]:
     return [sp["layout"]["title"]["text"] for sp in plotly_specs(at) if sp["data"][0]["type"] == "image"]
-
-
-def busy(at) -> bool:
-    handles = at.session_state["mm_handles"].values() if "mm_handles" in at.session_state else []
-    return any(h.active for h in handles) or any("Scoring the captions" in e.proto.text for e in at.get("progress"))
 
 
 def test_first_open_shows_the_default_scene_read_by_untrained_models():
@@ -75,7 +70,7 @@ def test_random_scene_sets_the_composer():
 def test_training_then_scores_findings_and_a_link_flag():
     at = opened_with({"mm_steps": "100", "mm_until_learned": "false"})
     at.button(key="mm_train").click().run()
-    run_until(at, busy, timeout_s=240)
+    run_until(at, multimodal_busy, timeout_s=240)
     assert_clean(at)
     assert not any("(untrained)" in m.value for m in at.markdown)
     table = at.dataframe[0].value
@@ -122,3 +117,16 @@ def test_the_picture_comes_from_the_open_tab_and_a_refusal_keeps_the_scene():
     drawn = mm.picture("Draw", scene, None, drawing="data:image/png;base64," + base64.b64encode(buf.getvalue()).decode())
     assert drawn.truth is None and drawn.image.shape == (48, 48, 3) and "Your drawing" in drawn.note
     assert tuple(drawn.image[10, 10]) == (230, 60, 50)
+
+
+def test_a_scoring_job_that_fails_is_said_and_the_page_stands(monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("the scorer broke")
+
+    monkeypatch.setattr(mm, "evaluate_captions", broken)
+    at = opened_with({"mm_steps": "100", "mm_seed": "31", "mm_until_learned": "false"})
+    at.button(key="mm_train").click().run()
+    run_until(at, multimodal_busy, timeout_s=240)
+    assert any("could not be scored" in e and "the scorer broke" in e for e in texts(at.error))
+    assert_clean(at)
+    assert len(map_titles(at)) == 2  # the trained models' maps are still drawn

@@ -1,7 +1,7 @@
 """Shareable state, URL notices and lessons, through AppTest."""
 from streamlit.testing.v1 import AppTest
 
-from apptest_helpers import APP, assert_clean, plotly_specs, run_until, texts
+from apptest_helpers import APP, assert_clean, multimodal_busy, plotly_specs, run_until, texts
 from explorer import urlstate
 from explorer.lessons import LESSONS
 from explorer.pages import PAGES
@@ -71,10 +71,9 @@ def busy(at) -> bool:
     s = at.session_state
     handles = [s[k] for k in ("cx_handle", "moe_handle", "moe_res_handle") if k in s] + list(
         s["pe_handles"] if "pe_handles" in s else [])
-    handles += list(s["mm_handles"].values()) if "mm_handles" in s else []
     if "lab_run" in s:
         return s["lab_run"].training
-    return any(h.active for h in handles) or any("Scoring the captions" in e.proto.text for e in at.get("progress"))
+    return any(h.active for h in handles) or multimodal_busy(at)
 
 
 def test_every_lesson_opens_its_page_with_its_settings():
