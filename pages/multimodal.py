@@ -166,7 +166,7 @@ elif image is None:
     ui.chart(figures.scene_figure(scenes.render(mm.DEFAULT_SCENE)), "mm_map_empty", "The default scene.")
 
 
-def view_and_figure(f, model, step):
+def view_and_figure(model, step):
     """The caption, the chosen word's map and its figure (validated by plotly once: a picture is
     thousands of numbers)."""
     view = mm.word_view(model, image, int(word), head, layer)
@@ -183,14 +183,21 @@ def draw_views(runs) -> None:
     for f, (said_slot, map_slot, note_slot) in view_slots.items():
         run = runs.get(f)
         model = run.model if run is not None else untrained(settings.config(f), settings.seed)
-        step = -1 if run is None else (run.step if run.finished or not training else run.step // VIEW_EVERY)
-        view, fig, seen = ui.cached("mm_views", (f, step, image.tobytes(), word, head, layer),
-                                    lambda: view_and_figure(f, model, run.step if run is not None else 0))
+        if run is None:
+            weights = ("untrained",)
+        elif run.finished or not training:
+            weights = ("at step", run.step)
+        else:
+            weights = ("during steps", run.step // VIEW_EVERY)
+        # the model shown is named by the settings (its run, or its initial weights) and its step
+        view, fig, seen = ui.cached("mm_views", (settings, f, weights, image.tobytes(), word, head, layer),
+                                    lambda: view_and_figure(model, run.step if run is not None else 0))
         said = " ".join(view.words) or "(nothing)"
         mark = "" if truth is None else (" ✓" if view.words == truth else " ✗")
         state = " (untrained)" if run is None else ("" if run.finished or not training else f" (step {seen})")
         said_slot.markdown(f"**{FUSIONS[f].title}**{state}: “{md_escape(said)}”{mark}")
         if fig is None:
+            note_slot.caption("It wrote no words, so there is no word's attention to show.")
             continue
         ui.chart(fig, f"mm_map_{f}", f"The image with the attention that wrote the word {view.words[view.word]} laid "
                                      f"over its patches ({f} fusion).", slot=map_slot)

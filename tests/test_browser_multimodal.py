@@ -78,6 +78,9 @@ def test_a_drawing_is_captioned_and_the_scene_comes_back_on_its_tab(page, server
     page.get_by_text("Your drawing, at 48 × 48 pixels").wait_for(timeout=30_000)
     wait_until_idle(page)
     page.wait_for_function(f"{DRAWN} >= 2")
+    # the stroke reached the server: the captioned picture (the first map's image) is red where it was painted
+    drawn = page.evaluate("document.querySelector('.js-plotly-plot').data[0].z[10][10]")
+    assert drawn[0] > 150 and drawn[1] < 120, drawn
     assert page.get_by_text("The true caption").count() == 0
     page.get_by_role("tab", name="Compose").click()  # back to the composed scene, which was kept
     page.get_by_text("The true caption: “a green circle").wait_for(timeout=30_000)

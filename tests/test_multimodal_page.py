@@ -130,3 +130,17 @@ def test_a_scoring_job_that_fails_is_said_and_the_page_stands(monkeypatch):
     assert any("could not be scored" in e and "the scorer broke" in e for e in texts(at.error))
     assert_clean(at)
     assert len(map_titles(at)) == 2  # the trained models' maps are still drawn
+
+
+def test_another_untrained_model_draws_its_own_map():
+    """The session's cache of drawn views is keyed by the model shown, not only by its step: other
+    initial weights (fixed 2-D sines instead of a learned table) give the early model another map."""
+    def early_map(at):  # early fusion's last layer is 2, cross-attention's is 1
+        return next(sp["data"][1]["z"] for sp in plotly_specs(at)
+                    if sp["data"][0]["type"] == "image" and "layer 2" in sp["layout"]["title"]["text"])
+
+    at = open_page(PAGE, timeout=60)
+    before = early_map(at)
+    at.selectbox(key="mm_pos2d").set_value("sinusoidal").run()
+    assert early_map(at) != before
+    assert_clean(at)
