@@ -14,7 +14,8 @@ fail loudly with the valid ones. Nothing is recorded when nothing is asked.
 
 ``forward(idx, cache=KVCache)`` reads only the new tokens ``idx``, at the positions after those the
 cache has seen, each layer's attention reading and extending its layer of the cache
-(``explorer.kvcache``; no attention maps are formed on that path).
+(``explorer.kvcache``; no attention maps are formed on that path). An empty cache's first tokens
+(the prompt) are read by the kind's own kernel and then handed to the cache.
 
 Papers: Vaswani et al. 2017 (the transformer); Radford et al. 2019 (GPT-2, pre-LN decoder);
 nostalgebraist 2020 (the logit lens).
@@ -140,13 +141,15 @@ class CausalSelfAttention(nn.Module):
         q, k, v = self.c_attn(x).split(C, dim=2)
         q, k, v = (t.view(B, T, nh, hs).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
         q, k, v = hook(f"{name}.q", q), hook(f"{name}.k", k), hook(f"{name}.v", v)
-        if cache is not None:
+        if cache is not None and start > 0:  # new tokens after those the cache holds
             out = cache.attend(q, k, v, start, pos)
         else:
             result = self.kind.attend(q, k, v, self.config, pos, need_weights=hook.wants(f"{name}.pattern"))
             if result.weights is not None:
                 hook(f"{name}.pattern", result.weights)
             out = result.out
+            if cache is not None:  # a prompt: read by the kind's own kernel, then remembered
+                cache.fill(q, k, v, pos)
         z = hook(f"{name}.z", out)  # (B, nh, T, hs): each head's weighted sum of values
         return self.c_proj(z.transpose(1, 2).contiguous().view(B, T, C))  # heads side by side, projected
 

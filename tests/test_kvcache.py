@@ -52,11 +52,11 @@ def same_generation(a, b):
 
 
 @torch.no_grad()
-def cached_logits(model, ids, prompt_len: int):
-    """Logits for every position of ``ids`` (1, T): the prompt read at once, then one token at a time."""
+def cached_logits(model, ids, prompt_len: int, step: int = 1):
+    """Logits for every position of ``ids`` (1, T): the prompt read at once, then ``step`` tokens at a time."""
     cache = KVCache.for_model(model)
     parts = [model(ids[:, :prompt_len], cache=cache).logits]
-    parts += [model(ids[:, t:t + 1], cache=cache).logits for t in range(prompt_len, ids.size(1))]
+    parts += [model(ids[:, t:t + step], cache=cache).logits for t in range(prompt_len, ids.size(1), step)]
     return torch.cat(parts, 1), cache
 
 
@@ -72,7 +72,8 @@ def test_cached_greedy_generation_writes_what_recomputation_writes(kind, encodin
     ids = torch.tensor([plain.ids[:-1]])
     with torch.no_grad():
         full = model(ids).logits
-    torch.testing.assert_close(cached_logits(model, ids, len(prompt))[0], full, atol=1e-4, rtol=1e-4)
+    for step in (1, 5):  # a token at a time, and several at once after the prompt
+        torch.testing.assert_close(cached_logits(model, ids, len(prompt), step)[0], full, atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize("encoding", ["none", "rope", "alibi"])
@@ -107,9 +108,9 @@ def test_the_rolling_cache_equals_full_recomputation_and_holds_only_the_window(e
     hs, nh = model.config.head_dim, model.config.n_head
     with torch.no_grad():
         full = model(ids).logits
-        for t in range(40):
-            step = model(ids[:, t:t + 1], cache=cache).logits
-            torch.testing.assert_close(step[0, 0], full[0, t], atol=1e-4, rtol=1e-4)
+        for a, t in [(0, 9)] + [(t, t) for t in range(10, 40)]:  # a prompt of 10, then a token at a time
+            step = model(ids[:, a:t + 1], cache=cache).logits
+            torch.testing.assert_close(step[0], full[0, a:t + 1], atol=1e-4, rtol=1e-4)
             held = list(range(max(0, t - w + 2), t + 1))  # what the next token's window still needs
             for layer in cache.contents():
                 assert layer.positions == held and layer.folded == []
@@ -204,3 +205,19 @@ def test_reachability_is_what_a_perturbed_token_really_changes(kw):
     if kw["attention"] in ("sliding_window", "dynamic_window"):
         w = 3 if kw["attention"] == "sliding_window" else 4
         assert changed == [list(range(t - L * (w - 1), t + 1)) for L in (1, 2, 3)]  # grows by w - 1 per layer
+
+
+def test_the_memory_bench_reads_its_figures_from_runs():
+    from explorer.kvcache import MemorySettings, measure, speedups
+
+    s = MemorySettings(contexts=(12, 24), new_tokens=4, n_embd=16, n_head=2, window=4, repeats=1)
+    out = measure(s)
+    rows = {(r["kind"], r["context"], r["cached"]): r for r in out["results"]}
+    assert len(rows) == len(s.kinds) * 2 * 2 and all(r["tokens_per_s"] > 0 for r in rows.values())
+    per_vector = 2 * s.n_embd * 4  # a key and a value of every head, float32
+    for n in s.contexts:  # N - 1 positions read when the last of the N tokens is written
+        assert rows["softmax", n, True]["cache_bytes_per_layer"] == [per_vector * (n - 1)] * s.n_layer
+        assert rows["sliding_window", n, True]["cache_bytes_per_layer"] == [per_vector * (s.window - 1)] * s.n_layer
+        assert rows["linear", n, True]["cache_bytes_per_layer"] == [s.n_head * (8 * 8 + 8) * 4] * s.n_layer
+        assert rows["softmax", n, False]["cache_bytes"] == 0
+    assert {(r["kind"], r["context"]) for r in speedups(out)} == {(k, n) for k in s.kinds for n in s.contexts}

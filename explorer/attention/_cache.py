@@ -40,6 +40,11 @@ class LayerCache:
         what later tokens need."""
         raise NotImplementedError
 
+    def fill(self, q: Tensor, k: Tensor, v: Tensor, pos) -> None:
+        """Remember a prompt of ``n`` tokens from position 0 whose outputs the kind's own kernel
+        computed (the model reads a prompt that way); by default by attending to it."""
+        self.attend(q, k, v, 0, pos)
+
     def tensors(self) -> list[Tensor]:
         return []
 
@@ -64,12 +69,25 @@ class KeyValueCache(LayerCache):
         self.k = self.v = None  # (B, nh, S, hs): keys rotated to their position, values
         self.pos = torch.zeros(0, dtype=torch.long)  # (S,) absolute position of each held key
 
+    def _append(self, k: Tensor, v: Tensor, start: int) -> None:
+        self.k = k if self.k is None else torch.cat([self.k, k], dim=-2)
+        self.v = v if self.v is None else torch.cat([self.v, v], dim=-2)
+        self.pos = torch.cat([self.pos, torch.arange(start, start + k.size(-2))])
+
+    def _forget(self, t: int) -> None:
+        """Drop the keys no query at ``t`` or later can see."""
+        keep = self.keeps(self.pos, t, self.config)
+        if not bool(keep.all()):
+            self.k, self.v, self.pos = self.k[:, :, keep], self.v[:, :, keep], self.pos[keep]
+
+    def fill(self, q, k, v, pos):
+        self._append(pos.rotate(q, k)[1], v, 0)
+        self._forget(k.size(-2))
+
     def attend(self, q, k, v, start, pos):
         n, hs = q.size(-2), q.size(-1)
         q, k = pos.rotate(q, k, start)
-        self.k = k if self.k is None else torch.cat([self.k, k], dim=-2)
-        self.v = v if self.v is None else torch.cat([self.v, v], dim=-2)
-        self.pos = torch.cat([self.pos, torch.arange(start, start + n)])
+        self._append(k, v, start)
         i = torch.arange(start, start + n)[:, None]  # (n, 1) query positions
         j = self.pos[None, :]  # (1, S)
         scores = q @ self.k.transpose(-1, -2) / math.sqrt(hs)  # (B, nh, n, S)
@@ -78,9 +96,7 @@ class KeyValueCache(LayerCache):
             scores = scores + alibi_bias(slopes, i - j)
         scores = scores.masked_fill(~self.sees(i, j, self.config).to(q.device), float("-inf"))
         out = torch.softmax(scores, dim=-1) @ self.v  # (B, nh, n, hs)
-        keep = self.keeps(self.pos, start + n, self.config)
-        if not bool(keep.all()):  # forget the keys no later query can see
-            self.k, self.v, self.pos = self.k[:, :, keep], self.v[:, :, keep], self.pos[keep]
+        self._forget(start + n)
         return out
 
     def tensors(self):

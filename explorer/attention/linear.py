@@ -73,6 +73,11 @@ class LinearState(LayerCache):
         self.count = start + n
         return num / den.unsqueeze(-1)
 
+    def fill(self, q, k, v, pos):
+        fk = features(k)
+        nk = pos.rotate(fk, fk)[1]
+        self.S, self.z, self.count = nk.transpose(-1, -2) @ v, fk.sum(-2), k.size(-2)
+
     def tensors(self):
         return [] if self.S is None else [self.S, self.z]
 
