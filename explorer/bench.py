@@ -5,6 +5,7 @@
     python -m explorer.bench extrapolation --task copy --train-len 8 --json results.json [--max-steps ...]
     python -m explorer.bench moe --seconds 30 --json results.json [--experts 4 --top-k 1]
     python -m explorer.bench multimodal --json results.json [--fusions cross early --steps 1500]
+    python -m explorer.bench memory --json results.json [--contexts 64 128 256 512 1024 --new-tokens 32]
 
 ``lab``: the Attention Lab's figures: how long ``reverse`` (length 16) takes to reach 99% token
 accuracy at the page's default settings, and (through ``scripts/bench_page.py``, which runs the
@@ -329,6 +330,48 @@ def _multimodal(args) -> dict:
 
 BENCHES.add("multimodal", Bench("multimodal", "caption accuracy of cross-attention vs early fusion on held-out "
                                               "scenes, where words look, cost", _multimodal_args, _multimodal))
+
+
+# ---------------------------------------------------------------------------------------------- memory
+def _memory_args(p: argparse.ArgumentParser) -> None:
+    from .attention import ATTENTION
+    from .kvcache import MemorySettings
+
+    d = defaults(MemorySettings)
+    p.add_argument("--contexts", nargs="+", type=int, default=list(d["contexts"]), help="tokens in the text")
+    p.add_argument("--new-tokens", type=int, default=d["new_tokens"], help="tokens written per measurement")
+    p.add_argument("--kinds", nargs="+", default=list(d["kinds"]), choices=ATTENTION.names())
+    p.add_argument("--repeats", type=int, default=d["repeats"], help="timed runs per point (the fastest counts)")
+    p.add_argument("--seed", type=int, default=d["seed"])
+    p.add_argument("--threads", type=int, default=1, help="torch threads (the app gives each run one)")
+
+
+def _memory(args) -> dict:
+    from .kvcache import MemorySettings, measure, speedups
+
+    torch.set_num_threads(args.threads)
+    s = MemorySettings(contexts=tuple(args.contexts), new_tokens=args.new_tokens, kinds=tuple(args.kinds),
+                       repeats=args.repeats, seed=args.seed)
+    out = {"device": device_name(), **measure(s, progress=lambda what: print(f"  {what}", file=sys.stderr, flush=True))}
+    print(f"untrained model, {s.n_layer} layers, width {s.n_embd}, {s.n_head} heads, window {s.window}, {s.encoding} "
+          f"positions, {torch.get_num_threads()} thread(s); {s.new_tokens} tokens written greedily after a prompt of "
+          f"N - {s.new_tokens}; tokens per second after the first token, fastest of {s.repeats}; cache KB in all "
+          f"layers at the end")
+    print(f"{'kind':<16}{'N':>6}{'cached tok/s':>14}{'recomputed tok/s':>18}{'speed-up':>10}{'1st token ms':>14}"
+          f"{'cache KB':>10}   what each layer keeps")
+    by = {(r["kind"], r["context"], r["cached"]): r for r in out["results"]}
+    out["speedups"] = speedups(out)
+    for row in out["speedups"]:
+        k, n = row["kind"], row["context"]
+        c, r = by[k, n, True], by[k, n, False]
+        print(f"{k:<16}{n:>6}{c['tokens_per_s']:>14.1f}{r['tokens_per_s']:>18.1f}{row['speedup']:>10.2f}"
+              f"{c['first_token_ms']:>7.1f}/{r['first_token_ms']:<6.1f}{c['cache_bytes'] / 1024:>10.1f}"
+              f"   {c['cache_label']}")
+    return out
+
+
+BENCHES.add("memory", Bench("memory", "generation with and without a key/value cache: tokens per second and the "
+                                      "cache's bytes against context length", _memory_args, _memory))
 
 
 # ---------------------------------------------------------------------------------------------- main

@@ -69,6 +69,7 @@ class FeedForward:
     hooks: tuple[str, ...]  # the hook points it adds under blocks.{i}.
     make: Callable  # config -> module whose forward(x, hook, name) returns (out, aux_loss)
     active_params: Callable  # config -> parameters one token uses in one layer's feed-forward
+    cache_reason: str = ""  # why a key/value cache cannot reproduce the full forward pass ("" = it can)
 
 
 def _hidden(c) -> int:
@@ -85,7 +86,10 @@ FEEDFORWARD.add("dense", FeedForward("dense", "Dense MLP", "Vaswani et al. 2017"
 FEEDFORWARD.add("moe", FeedForward(
     "moe", "Mixture of experts", "Shazeer et al. 2017; Fedus et al. 2021", ("moe.gates", "moe.experts", "moe.kept"),
     lambda c: MoE(c.n_embd, _hidden(c), c.n_experts, c.top_k, c.capacity_factor, c.router_noise),
-    lambda c: c.top_k * _expert_params(c) + c.n_embd * c.n_experts))
+    lambda c: c.top_k * _expert_params(c) + c.n_embd * c.n_experts,
+    "an expert's capacity is a share of all the tokens in the forward pass, so a token kept when read alone "
+    "may be dropped when the whole sequence is read again: a cached step would not compute what the full "
+    "forward pass does"))
 
 
 # ---------------------------------------------------------------------------------------------- layouts

@@ -1,10 +1,16 @@
-"""Generation: greedy, temperature and top-k sampling, returning each token's probability."""
+"""Generation: greedy, temperature and top-k sampling, returning each token's probability.
+
+``use_cache=False`` reads the last ``block_size`` tokens again for every new token;
+``use_cache=True`` reads each token once through a key/value cache (``explorer.kvcache``): the same
+tokens, and a ``ValueError`` saying why when a cache cannot compute what reading again does.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
 
+from .kvcache import KVCache, check_fits
 from .model import GPT
 from .tasks import CharTokenizer
 
@@ -26,10 +32,12 @@ def generate(
     top_k: int | None = None,
     seed: int = 0,
     stop: str | None = None,
+    use_cache: bool = False,
 ) -> Generation:
     """Continue ``prompt`` by up to ``max_new_tokens`` characters. ``temperature == 0`` is greedy.
     Raises ``UnknownCharacters`` for characters outside the vocabulary and ``ValueError`` when
-    prompt and output would not fit the model's context."""
+    prompt and output would not fit the model's context, or (``use_cache``) when the model cannot
+    be cached or a cache would read past the context what reading again would not."""
     ids = tokenizer.encode(prompt)
     if not ids:
         raise ValueError("the prompt is empty: type at least one character")
@@ -40,12 +48,19 @@ def generate(
             f"positions, but this model's context is {context}: shorten the input to at most "
             f"{max(0, context - max_new_tokens)} characters"
         )
+    if use_cache:
+        check_fits(model.config, len(ids) + max_new_tokens - 1)  # the last token written is never read
     model.eval()
     gen = torch.Generator().manual_seed(seed)
     idx = torch.tensor([ids])
+    cache = KVCache.for_model(model) if use_cache else None
+    feed = idx  # what the cache has not read yet
     text, probs = [], []
     for _ in range(max_new_tokens):
-        logits = model(idx[:, -context:]).logits[0, -1]
+        if cache is None:
+            logits = model(idx[:, -context:]).logits[0, -1]
+        else:
+            logits = model(feed, cache=cache).logits[0, -1]
         p = torch.softmax(logits / max(temperature, 1e-8), dim=-1) if temperature > 0 else torch.softmax(logits, -1)
         if temperature > 0:
             if top_k is not None:
@@ -55,7 +70,8 @@ def generate(
             nxt = int(torch.multinomial(p, 1, generator=gen))
         else:
             nxt = int(p.argmax())
-        idx = torch.cat([idx, torch.tensor([[nxt]])], dim=1)
+        feed = torch.tensor([[nxt]])
+        idx = torch.cat([idx, feed], dim=1)
         ch = tokenizer.chars[nxt]
         text.append(ch)
         probs.append(float(p[nxt]))

@@ -12,6 +12,11 @@ registries. Every activation on the right is a named hook point (TransformerLens
 ``output.trace``; ``edit={name: fn}`` replaces one on the way (an ablation, say). Unknown names
 fail loudly with the valid ones. Nothing is recorded when nothing is asked.
 
+``forward(idx, cache=KVCache)`` reads only the new tokens ``idx``, at the positions after those the
+cache has seen, each layer's attention reading and extending its layer of the cache
+(``explorer.kvcache``; no attention maps are formed on that path). An empty cache's first tokens
+(the prompt) are read by the kind's own kernel and then handed to the cache.
+
 Papers: Vaswani et al. 2017 (the transformer); Radford et al. 2019 (GPT-2, pre-LN decoder);
 nostalgebraist 2020 (the logit lens).
 """
@@ -128,16 +133,24 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(config.n_embd, config.n_embd)
         self.kind = ATTENTION[config.attention]
 
-    def forward(self, x: Tensor, pos: PositionalEncoding, hook=NO_HOOKS, name: str = "") -> Tensor:
+    def forward(self, x: Tensor, pos: PositionalEncoding, hook=NO_HOOKS, name: str = "", cache=None,
+                start: int = 0) -> Tensor:
+        """``cache``: this layer's ``LayerCache``, ``x`` being the tokens from position ``start`` on."""
         B, T, C = x.shape
         nh, hs = self.config.n_head, self.config.head_dim
         q, k, v = self.c_attn(x).split(C, dim=2)
         q, k, v = (t.view(B, T, nh, hs).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
         q, k, v = hook(f"{name}.q", q), hook(f"{name}.k", k), hook(f"{name}.v", v)
-        result = self.kind.attend(q, k, v, self.config, pos, need_weights=hook.wants(f"{name}.pattern"))
-        if result.weights is not None:
-            hook(f"{name}.pattern", result.weights)
-        z = hook(f"{name}.z", result.out)  # (B, nh, T, hs): each head's weighted sum of values
+        if cache is not None and start > 0:  # new tokens after those the cache holds
+            out = cache.attend(q, k, v, start, pos)
+        else:
+            result = self.kind.attend(q, k, v, self.config, pos, need_weights=hook.wants(f"{name}.pattern"))
+            if result.weights is not None:
+                hook(f"{name}.pattern", result.weights)
+            out = result.out
+            if cache is not None:  # a prompt: read by the kind's own kernel, then remembered
+                cache.fill(q, k, v, pos)
+        z = hook(f"{name}.z", out)  # (B, nh, T, hs): each head's weighted sum of values
         return self.c_proj(z.transpose(1, 2).contiguous().view(B, T, C))  # heads side by side, projected
 
 
@@ -154,11 +167,12 @@ class Block(nn.Module):
         self.ln_2 = norm(config.n_embd)
         self.mlp = FEEDFORWARD[config.ffn].make(config)
 
-    def forward(self, x: Tensor, pos: PositionalEncoding, hook=NO_HOOKS, name: str = "") -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, pos: PositionalEncoding, hook=NO_HOOKS, name: str = "", cache=None,
+                start: int = 0) -> tuple[Tensor, Tensor]:
         aux = []
 
         def attn(h: Tensor) -> Tensor:
-            return hook(f"{name}.attn_out", self.attn(h, pos, hook, f"{name}.attn"))
+            return hook(f"{name}.attn_out", self.attn(h, pos, hook, f"{name}.attn", cache, start))
 
         def mlp(h: Tensor) -> Tensor:
             out, loss = self.mlp(h, hook, f"{name}.moe")
@@ -199,16 +213,21 @@ class GPT(nn.Module):
 
     def forward(self, idx: Tensor, targets: Optional[Tensor] = None, need_weights: bool = False,
                 capture: Iterable[str] | bool | None = None,
-                edit: Optional[dict[str, Callable[[Tensor], Tensor]]] = None) -> ModelOutput:
+                edit: Optional[dict[str, Callable[[Tensor], Tensor]]] = None, cache=None) -> ModelOutput:
         """Logits (and the loss, given targets). ``capture``: hook names (or ``*`` patterns, or
         True for all) to return in ``output.trace``; ``edit``: name -> function replacing that
-        activation; ``need_weights``: shorthand for capturing every layer's attention pattern."""
+        activation; ``need_weights``: shorthand for capturing every layer's attention pattern;
+        ``cache``: an ``explorer.kvcache.KVCache``, ``idx`` then holding only the tokens after
+        those it has seen (it is extended by them)."""
         if need_weights:
             capture = list(capture or []) + ["blocks.*.attn.pattern"] if capture is not True else True
         hook = Hooks(self.hook_names(), capture, edit) if (capture or edit) else NO_HOOKS
         B, T = idx.shape
+        start = 0 if cache is None else cache.length  # position of idx's first token
+        if cache is not None and self.config.funnel:
+            raise ValueError("a funnel pools pairs of tokens between blocks: it has no key/value cache")
         x = hook("embed", self.wte(idx))  # (B, T, C)
-        pe = self.pos.embed(T, idx.device)
+        pe = self.pos.embed(T, idx.device) if cache is None else self.pos.embed_from(start, T, idx.device)
         if pe is not None:
             x = x + hook("pos_embed", pe)
         aux = x.new_zeros(())
@@ -219,8 +238,10 @@ class GPT(nn.Module):
                 x = pool_pairs(x)  # (B, T/2, C): each merged token the mean of a pair
             if x.shape[1] == 0:  # too short to pool: position 0 never receives a coarser token anyway
                 continue
-            x, block_aux = block(x, self.pos, hook, f"blocks.{i}")
+            x, block_aux = block(x, self.pos, hook, f"blocks.{i}", None if cache is None else cache.layers[i], start)
             aux = aux + block_aux
+        if cache is not None:
+            cache.length += T
         for skip in reversed(skips):  # hand what the coarser blocks added back to full resolution, causally
             x = skip + unpool_causal(x - pool_pairs(skip), skip.shape[1])
         logits = hook("logits", self.lm_head(hook("ln_final", self.ln_f(x))))  # (B, T, vocab)

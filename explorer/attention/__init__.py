@@ -8,8 +8,9 @@ Kinds: softmax (``softmax.py``), sliding and dynamic windows (``window.py``), bl
 from ..registry import load_modules
 from ._base import (ATTENTION, REFERENCES, AttentionKind, Reference, AttentionResult, SizeControl, Style, alibi_bias, causal_offsets,
                     causal_pattern, padded, pattern, reference_attention, register)
+from ._cache import KeyValueCache, LayerCache
 
 load_modules(__name__, __path__)
 
 __all__ = ["ATTENTION", "REFERENCES", "AttentionKind", "Reference", "AttentionResult", "SizeControl", "Style", "alibi_bias", "causal_offsets",
-           "causal_pattern", "padded", "pattern", "reference_attention", "register"]
+           "causal_pattern", "padded", "pattern", "reference_attention", "register", "KeyValueCache", "LayerCache"]

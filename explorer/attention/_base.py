@@ -12,6 +12,9 @@ Kernels take queries, keys and values shaped ``(B, nh, T, hs)`` and return an
 the tokens up to it, never on how many follow. With ``need_weights`` the result also carries the
 ``(B, nh, T, T)`` weights the kernel applied (scattered from its own layout); otherwise the
 sub-quadratic kinds build no ``T x T`` tensor.
+
+For generation token by token an entry names its ``cache`` (one layer's memory of the past, see
+``_cache.py``), or says in ``cache_reason`` why it has none; windows also give their ``reach``.
 """
 from __future__ import annotations
 
@@ -69,6 +72,15 @@ class AttentionKind:
     weights_note: str = ""  # what the returned weights are, where that is not plain softmax weights
     measure_with_weights: bool = False  # the Complexity page measures the path that forms the weights
     score_copies: tuple = (3.0, 4.0)  # score-sized tensors alive at the kernel's peak: forward, forward+backward
+    cache: Optional[Callable] = None  # config -> one layer's LayerCache for token-by-token generation (_cache.py)
+    cache_reason: str = ""  # why the kind has no cache (cache is None), a sentence for the page
+    reach: Optional[Callable[[object], int]] = None  # config -> the largest offset i - j a query sees; None: unbounded
+
+    def new_cache(self, config):
+        """One layer's cache; ``ValueError`` with the kind's reason when it has none."""
+        if self.cache is None:
+            raise ValueError(f"{self.name} attention has no key/value cache: {self.cache_reason}")
+        return self.cache(config)
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, config, pos, need_weights: bool = False) -> AttentionResult:
         """Run the kernel with a positional encoding's signals: its rotation and its slopes."""

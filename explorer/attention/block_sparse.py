@@ -1,6 +1,9 @@
 """Block-sparse attention: local causal blocks of size ``b`` + ``g`` global leading tokens + a
 strided pattern reaching ``K`` blocks back at offsets ``b, 2b, ..., Kb`` (Sparse Transformer,
 Child et al. 2019; BigBird, Zaheer et al. 2020). Each query scores ``b + g + K`` keys.
+
+Its pattern at position ``t`` depends on ``t`` alone, so it is cached: each layer keeps the ``g``
+global tokens and the keys since ``min(start of t's block, t - K b)``, at most ``g + (K + 1) b``.
 """
 from __future__ import annotations
 
@@ -10,17 +13,29 @@ import torch
 import torch.nn.functional as F
 
 from ._base import AttentionKind, AttentionResult, SizeControl, Style, alibi_bias, padded, register, softmax_over
+from ._cache import KeyValueCache
 
 
-def block_sparse_pattern(T: int, config):
+def block_sparse_sees(i, j, config):
+    """May query ``i`` see key ``j`` (absolute positions, broadcasting)."""
     b, g, K = config.window, config.n_global, config.n_strided
-    i = torch.arange(T)[:, None]
-    j = torch.arange(T)[None, :]
     off = i - j
     local = (i // b) == (j // b)
     glob = j < g
     strided = (off % b == 0) & (off >= b) & (off <= K * b)
     return (off >= 0) & (local | glob | strided)
+
+
+def block_sparse_pattern(T: int, config):
+    i = torch.arange(T)
+    return block_sparse_sees(i[:, None], i[None, :], config)
+
+
+def block_sparse_keeps(j, t: int, config):
+    """May a query at ``t`` or later see key ``j``: a global token, or one since the start of
+    ``t``'s block or ``t - K b``, whichever is earlier."""
+    b, g, K = config.window, config.n_global, config.n_strided
+    return (j < g) | (j >= min((t // b) * b, t - K * b))
 
 
 def _sizes(T: int, config) -> tuple[int, int, int]:
@@ -101,6 +116,8 @@ register(AttentionKind(
            "$N$ rounded up to whole blocks → linear in $N$.",
     paper="Child et al. 2019, Sparse Transformer; Zaheer et al. 2020, BigBird",
     style=Style("#009E73", "solid", "triangle-up"), score_copies=(6.0, 6.5),
+    cache=lambda c: KeyValueCache(c, block_sparse_sees, block_sparse_keeps,
+                                  "the global tokens, the own block and the strided hops' keys and values"),
     size_control=SizeControl("Block size b",
                              "Each query sees its own block of b tokens (causally), the leading global "
                              "tokens, and strided hops b, 2b, … tokens back."),

@@ -7,6 +7,10 @@ full attention's. Summaries cover whole earlier blocks only, so the kind is caus
 prefix-invariant. Papers: Yang et al. 2016 (hierarchical attention networks, word- then
 sentence-level); Zhu & Soricut 2021 (H-Transformer-1D: full resolution nearby, coarser far away).
 
+A block's summary never changes once the block is complete, so it is cached: each layer keeps
+the keys and values of the current block's tokens and one summary key and value per earlier
+block (``BlockSummaries``), ``b + t/b`` vectors instead of ``t``.
+
 The weights it returns spread each summary's weight evenly over the ``b`` tokens it summarises:
 ``weights @ v`` is exactly the output, since a summary value is the mean of its block's values.
 """
@@ -18,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from ._base import AttentionKind, AttentionResult, SizeControl, Style, causal_pattern, padded, register
+from ._cache import LayerCache
 
 
 def _block(T: int, config) -> int:
@@ -80,6 +85,56 @@ def reference_hierarchical(q, k, v, config, slopes=None) -> AttentionResult:
     return AttentionResult(weights @ v, weights)
 
 
+class BlockSummaries(LayerCache):
+    """The current block's keys and values token by token, and one mean key and value per
+    complete earlier block (a complete block's summary is final)."""
+    label = "the current block's keys and values + one summary per earlier block"
+
+    def __init__(self, config):
+        self.b = max(1, config.window)
+        self.k = self.v = None  # (B, nh, m, hs): the current block's m tokens, keys rotated
+        self.ks = self.vs = None  # (B, nh, nb, hs): one summary per complete block
+        self.first = 0  # position of the current block's first token
+
+    def attend(self, q, k, v, start, pos):
+        B, H, n, D = q.shape
+        if self.ks is None:
+            self.ks, self.vs = q.new_zeros(B, H, 0, D), q.new_zeros(B, H, 0, D)
+            self.k, self.v = q.new_zeros(B, H, 0, D), q.new_zeros(B, H, 0, D)
+        q, k = pos.rotate(q, k, start)
+        slopes = pos.slopes()
+        scale = 1.0 / math.sqrt(D)
+        outs = []
+        for s in range(n):  # one token at a time: a block may close in the middle of the new tokens
+            i = start + s
+            self.k, self.v = torch.cat([self.k, k[:, :, s:s + 1]], 2), torch.cat([self.v, v[:, :, s:s + 1]], 2)
+            qi = q[:, :, s:s + 1]  # (B, nh, 1, hs)
+            s_loc, s_sum = qi @ self.k.transpose(-1, -2) * scale, qi @ self.ks.transpose(-1, -2) * scale
+            if slopes is not None:  # distance to each token of the block, or to the centre of a summarised one
+                j = torch.arange(self.first, i + 1, device=q.device, dtype=q.dtype)
+                centre = torch.arange(self.ks.size(2), device=q.device, dtype=q.dtype) * self.b + (self.b - 1) / 2
+                s_loc = s_loc - slopes.view(1, H, 1, 1) * (i - j)
+                s_sum = s_sum - slopes.view(1, H, 1, 1) * (i - centre)
+            p = torch.softmax(torch.cat([s_loc, s_sum], -1), -1)
+            p_loc, p_sum = p.split([self.k.size(2), self.ks.size(2)], -1)
+            outs.append(p_loc @ self.v + p_sum @ self.vs)
+            if self.k.size(2) == self.b:  # the block is complete: keep its summary, drop its tokens
+                self.ks = torch.cat([self.ks, self.k.mean(2, keepdim=True)], 2)
+                self.vs = torch.cat([self.vs, self.v.mean(2, keepdim=True)], 2)
+                self.k, self.v = q.new_zeros(B, H, 0, D), q.new_zeros(B, H, 0, D)
+                self.first = i + 1
+        return torch.cat(outs, 2)
+
+    def tensors(self):
+        return [] if self.ks is None else [self.k, self.v, self.ks, self.vs]
+
+    def positions(self):
+        return list(range(self.first, self.first + (0 if self.k is None else self.k.size(2))))
+
+    def folded(self):
+        return list(range(self.first))
+
+
 def _used(T: int, config) -> float:
     """Each query uses its own block up to itself and one summary per earlier block."""
     b = _block(T, config)
@@ -101,7 +156,7 @@ register(AttentionKind(
            "summary per block → $4Nd(b + N/b)$ FLOPs. A fixed $b$ keeps it quadratic with a constant $b$ "
            "times smaller than softmax's; $b = \\sqrt N$ would make it $N^{1.5}$.",
     paper="Yang et al. 2016, Hierarchical Attention Networks; Zhu & Soricut 2021, H-Transformer-1D",
-    style=Style("#E69F00", "dashdot", "star"),
+    style=Style("#E69F00", "dashdot", "star"), cache=BlockSummaries,
     size_control=SizeControl("Block size b",
                              "Each query sees its own block of b tokens at full resolution and one averaged "
                              "summary of every earlier block."),

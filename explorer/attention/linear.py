@@ -5,12 +5,18 @@ The weights it returns are the implied weights ``phi(q_i).phi(k_j) / sum_{j'<=i}
 With RoPE the rotation is applied to the features in the numerator only, the denominator keeps
 the unrotated features (RoFormer, Su et al. 2021, section 3.3): scores then depend only on the
 offset ``i - j``, but a row of implied weights need not sum to 1 and may hold negative weights.
+
+Generating token by token it is an RNN: ``LinearState`` keeps ``S = sum_j phi(k_j) v_j^T`` and
+``z = sum_j phi(k_j)`` per head, constant memory however long the text.
 """
 from __future__ import annotations
 
 import torch.nn.functional as F
 
+import torch
+
 from ._base import AttentionKind, AttentionResult, Style, causal_pattern, padded, register
+from ._cache import LayerCache
 
 CHUNK = 64  # queries per chunk: implied scores inside a chunk, a running state across chunks
 
@@ -41,6 +47,42 @@ def linear_attention(q, k, v, config, slopes=None, need_weights=False, rotate=No
     out = num.reshape(B, H, Tp, D)[:, :, :T] / den.unsqueeze(-1)
     weights = reference_linear(q, k, v, config, rotate=rotate).weights if need_weights else None
     return AttentionResult(out, weights)
+
+
+class LinearState(LayerCache):
+    """The recurrent form (Katharopoulos et al. 2020, section 3.4): per head the running sums
+    ``S = sum_j phi(k_j) v_j^T`` (hs x hs, the numerator's features, rotated with RoPE) and
+    ``z = sum_j phi(k_j)`` (hs, never rotated); a query reads ``phi(q) S / phi(q).z``."""
+    label = "a running state S = Σ φ(k) vᵀ and z = Σ φ(k) per head"
+
+    def __init__(self):
+        self.S = None  # (B, nh, hs, hs)
+        self.z = None  # (B, nh, hs)
+        self.count = 0  # tokens folded in
+
+    def attend(self, q, k, v, start, pos):
+        B, H, n, D = q.shape
+        if self.S is None:
+            self.S, self.z = q.new_zeros(B, H, D, D), q.new_zeros(B, H, D)
+        fq, fk = features(q), features(k)  # (B, nh, n, hs)
+        nq, nk = pos.rotate(fq, fk, start)  # the numerator's features (RoPE only)
+        den = (fq * (self.z.unsqueeze(-2) + fk.cumsum(-2))).sum(-1)  # (B, nh, n)
+        num = (nq @ nk.transpose(-1, -2)).tril() @ v + nq @ self.S  # the new tokens among themselves + the past
+        self.S = self.S + nk.transpose(-1, -2) @ v
+        self.z = self.z + fk.sum(-2)
+        self.count = start + n
+        return num / den.unsqueeze(-1)
+
+    def fill(self, q, k, v, pos):
+        fk = features(k)
+        nk = pos.rotate(fk, fk)[1]
+        self.S, self.z, self.count = nk.transpose(-1, -2) @ v, fk.sum(-2), k.size(-2)
+
+    def tensors(self):
+        return [] if self.S is None else [self.S, self.z]
+
+    def folded(self):
+        return list(range(self.count))
 
 
 def reference_linear(q, k, v, config=None, slopes=None, rotate=None) -> AttentionResult:
@@ -83,7 +125,7 @@ register(AttentionKind(
            "→ $4Nd(C + d_h)$ FLOPs, linear in $N$; memory $hNC$ scores plus $N/C$ states of $d_h^2$ per head.",
     paper="Katharopoulos et al. 2020, Transformers are RNNs; RoPE with it: Su et al. 2021, RoFormer §3.3",
     style=Style("#CC79A7", "solid", "x"),
-    explicit_scores=False, rotates_features=True,
+    explicit_scores=False, rotates_features=True, cache=lambda c: LinearState(),
     weights_note="Linear attention's weights are implied: φ(qᵢ)·φ(kⱼ) / Σⱼ′≤ᵢ φ(qᵢ)·φ(kⱼ′). With RoPE the "
                  "numerator's features are rotated and the denominator's are not (RoFormer §3.3), so a row "
                  "need not sum to 1 and can hold negative weights.",

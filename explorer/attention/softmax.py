@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from ._base import (REFERENCES, AttentionKind, AttentionResult, Reference, Style, alibi_bias, causal_offsets,
                     causal_pairs, causal_pattern, reference_attention, register, softmax_over)
+from ._cache import KeyValueCache, keeps_all
 
 
 def softmax_attention(q, k, v, config, slopes=None, need_weights=False) -> AttentionResult:
@@ -35,6 +36,7 @@ register(AttentionKind(
     paper="Vaswani et al. 2017, Attention Is All You Need",
     style=Style("#D55E00", "solid", "circle"),
     measure_with_weights=True, score_copies=(2.5, 3.5),
+    cache=lambda c: KeyValueCache(c, lambda i, j, c: j <= i, keeps_all, "keys and values of every position"),
 ))
 
 REFERENCES.add("sdpa", Reference(

@@ -6,6 +6,11 @@
   ``w = max(w_min, ceil(2 * sqrt(T_ctx)))``. The width depends on the model, never on the length of
   the sequence being read, so a token's output does not change when more tokens follow it.
 
+Both are cached as a rolling window: each layer keeps the keys and values of the last ``w``
+positions only, so its memory is bounded by ``w`` however long the text (Mistral's rolling
+buffer). Stacked, the windows reach further: ``L`` layers carry information ``L (w - 1)``
+positions back (Longformer's receptive field).
+
 Both are computed in blocks of ``w`` queries against the ``2w`` keys of their own and the previous
 block, so time and memory are ``O(T * w)``.
 """
@@ -16,13 +21,26 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ._base import (AttentionKind, AttentionResult, SizeControl, Style, alibi_bias, band_pairs, causal_offsets,
-                    padded, register, softmax_over)
+from ._base import (AttentionKind, AttentionResult, SizeControl, Style, alibi_bias, band_pairs, padded, register,
+                    softmax_over)
+from ._cache import KeyValueCache
+
+
+def band_sees(w: int, i, j):
+    """May query ``i`` see key ``j`` (absolute positions, broadcasting): ``0 <= i - j < w``."""
+    off = i - j
+    return (off >= 0) & (off < w)
 
 
 def band_pattern(w: int, T: int):
-    off = causal_offsets(T)
-    return (off >= 0) & (off < w)
+    i = torch.arange(T)
+    return band_sees(w, i[:, None], i[None, :])
+
+
+def rolling_cache(w: int, config) -> KeyValueCache:
+    """The last ``w`` keys and values: a query at ``t`` or later never sees a key before ``t - w + 1``."""
+    return KeyValueCache(config, lambda i, j, c: band_sees(w, i, j), lambda j, t, c: j > t - w,
+                         f"a rolling window of the last {w} keys and values")
 
 
 def banded_attention(q, k, v, w: int, slopes=None, need_weights=False) -> AttentionResult:
@@ -92,6 +110,7 @@ register(AttentionKind(
            "(the band inside is kept, the rest masked), $N$ rounded up to whole blocks → linear in $N$.",
     paper="Beltagy et al. 2020, Longformer; Jiang et al. 2023, Mistral 7B",
     style=Style("#0072B2", "solid", "square"),
+    cache=lambda c: rolling_cache(c.window, c), reach=lambda c: c.window - 1,
     size_control=SizeControl("Window w (keys per query)",
                              "How many tokens each query may attend to: itself and the w − 1 before it."),
 ))
@@ -112,6 +131,7 @@ register(AttentionKind(
            "once $N \\gg w_{min}^2/4$.",
     paper="a window that scales with the context, after Beltagy et al. 2020 (Longformer's per-layer windows)",
     style=Style("#56B4E9", "dot", "diamond"),
+    cache=lambda c: rolling_cache(_dynamic_w(c), c), reach=lambda c: _dynamic_w(c) - 1,
     size_control=SizeControl("Smallest window w_min",
                              "The window is max(w_min, ⌈2√T_ctx⌉) keys, T_ctx being the model's context length."),
 ))

@@ -16,6 +16,7 @@ class LearnedEncoding(PositionalEncoding):
     summary = "one trainable vector per position, added to the token embeddings"
     paper = "Radford et al. 2019, GPT-2"
     extrapolates = False
+    offsets_only = False  # a row per absolute position
 
     def __init__(self, config):
         super().__init__(config)

@@ -11,10 +11,11 @@ from ..view import Caption, Choice, Columns, Figure, Markdown, Section, Slider
 from ._base import PositionalEncoding, register
 
 
-def rope_angles(T: int, hs: int, base: float = 10000.0, device=None) -> Tensor:
-    """RoPE's rotation angle ``p * theta_i`` for position p and plane i, ``theta_i = base^(-2i/hs)``: (T, hs/2)."""
+def rope_angles(T: int, hs: int, base: float = 10000.0, device=None, start: int = 0) -> Tensor:
+    """RoPE's rotation angle ``p * theta_i`` for positions p = start .. start + T - 1 and plane i,
+    ``theta_i = base^(-2i/hs)``: (T, hs/2)."""
     theta = base ** (-torch.arange(0, hs, 2, dtype=torch.float32, device=device) / hs)
-    return torch.arange(T, dtype=torch.float32, device=device)[:, None] * theta
+    return torch.arange(start, start + T, dtype=torch.float32, device=device)[:, None] * theta
 
 
 def apply_rope(x: Tensor, angles: Tensor) -> Tensor:
@@ -40,8 +41,8 @@ class RotaryEncoding(PositionalEncoding):
                 f"{new.head_dim}: almost every plane of dimensions now rotates at another speed than it learned "
                 "with (only each head's first plane, at speed 1, keeps its own).")
 
-    def rotate(self, q, k):
-        angles = rope_angles(q.size(-2), q.size(-1), device=q.device)
+    def rotate(self, q, k, start: int = 0):
+        angles = rope_angles(q.size(-2), q.size(-1), device=q.device, start=start)
         return apply_rope(q, angles), apply_rope(k, angles)
 
     @classmethod

@@ -29,6 +29,7 @@ class SinusoidalEncoding(PositionalEncoding):
     title = "Sinusoidal"
     summary = "a fixed table of sines and cosines added to the token embeddings"
     paper = "Vaswani et al. 2017, Attention Is All You Need"
+    offsets_only = False  # a row per absolute position
 
     def __init__(self, config):
         super().__init__(config)
