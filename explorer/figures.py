@@ -361,3 +361,107 @@ def scene_figure(image: np.ndarray, weights: np.ndarray | None = None, title: st
         "title": {"text": html.escape(title)}, "height": height, "margin": {"l": 10, "r": 10, "t": 40, "b": 10},
         "xaxis": {"visible": False, "range": [-0.5, W - 0.5], "constrain": "domain"},
         "yaxis": {"visible": False, "range": [H - 0.5, -0.5], "scaleanchor": "x", "constrain": "domain"}}}
+
+
+CACHE_COLOURS = [[0.0, "#eeeeee"], [0.33, "#eeeeee"], [0.34, "#9ecae1"], [0.66, "#9ecae1"], [0.67, "#08519c"],
+                 [1.0, "#08519c"]]  # not held, summarised in a state, held token by token
+
+
+def cache_figure(grid: np.ndarray, tokens: Sequence[str], written_from: int, title: str, height: int = 260) -> dict:
+    """What each layer's cache holds: rows are layers, columns the text's positions; dark = the
+    token's key and value are held, light = folded into a running state or a block summary, grey =
+    not held (evicted, or not read yet). ``written_from``: the first written position (a line)."""
+    grid = np.asarray(grid, dtype=float)
+    names = ["not held", "summarised", "held"]
+    labels = [token_label(t) for t in tokens]
+    custom = [[[labels[j], names[int(v)]] for j, v in enumerate(row)] for row in grid]
+    trace = {"type": "heatmap", "z": grid.tolist(), "x": list(range(grid.shape[1])),
+             "y": [f"layer {i}" for i in range(grid.shape[0])], "zmin": 0, "zmax": 2, "colorscale": CACHE_COLOURS,
+             "showscale": False, "xgap": 1, "ygap": 3, "customdata": custom,
+             "hovertemplate": "%{y}, position %{x} '%{customdata[0]}': %{customdata[1]}<extra></extra>"}
+    layout = {"title": {"text": html.escape(title)}, "height": height, "margin": {"l": 70, "r": 10, "t": 40, "b": 40},
+              "xaxis": {**_axis(tokens, (0, 1), "y", True), "title": {"text": "position in the text"}},
+              "yaxis": {"autorange": "reversed"},
+              "shapes": [{"type": "line", "x0": written_from - 0.5, "x1": written_from - 0.5, "y0": -0.5,
+                          "y1": grid.shape[0] - 0.5, "line": {"color": "#D55E00", "width": 2, "dash": "dot"}}]}
+    return {"data": [trace], "layout": layout}
+
+
+def reach_figure(reach: np.ndarray, change: np.ndarray, tokens: Sequence[str], title: str, height: int = 330) -> dict:
+    """Top: for each layer, which characters can reach the last position's output (1) through
+    stacked attention. Bottom: the measured change of the next prediction when each character
+    alone is replaced (log scale; exactly 0 is drawn at the floor: forgotten)."""
+    reach = np.asarray(reach, dtype=float)
+    floor = 1e-7
+    shown = np.maximum(np.asarray(change, dtype=float), floor)
+    labels = [token_label(t) for t in tokens]
+    heat = {"type": "heatmap", "z": reach.tolist(), "x": list(range(reach.shape[1])),
+            "y": [f"layer {i} reaches" for i in range(reach.shape[0])], "zmin": 0, "zmax": 1,
+            "colorscale": [[0, "#eeeeee"], [1, "#0072B2"]], "showscale": False, "xgap": 1, "ygap": 3,
+            "xaxis": "x", "yaxis": "y", "customdata": [labels] * reach.shape[0],
+            "hovertemplate": "%{y} position %{x} '%{customdata}': %{z}<extra></extra>"}
+    bars = {"type": "bar", "x": list(range(len(shown))), "y": shown.tolist(), "xaxis": "x", "yaxis": "y2",
+            "marker": {"color": ["#0072B2" if c >= 1e-6 else "#bbbbbb" for c in change]}, "customdata": labels,
+            "hovertemplate": "position %{x} '%{customdata}': the next prediction moves by %{y:.2e}<extra></extra>"}
+    layout = {"title": {"text": html.escape(title)}, "height": height, "showlegend": False,
+              "margin": {"l": 110, "r": 10, "t": 40, "b": 40},
+              "xaxis": {**_axis(tokens, (0, 1), "y2", True), "title": {"text": "position in the text"}},
+              "yaxis": {"domain": [0.62, 1.0], "autorange": "reversed"},
+              "yaxis2": {"domain": [0.0, 0.52], "type": "log", "title": {"text": "change"}, "exponentformat": "power"}}
+    return {"data": [heat, bars], "layout": layout}
+
+
+def memory_figure(rows: Sequence[dict], height: int = 380) -> dict:
+    """Generation measured against context length, one figure with two panels: tokens per second
+    (left) and the cache's memory (right), one line per kind cached (solid) and recomputed (dashed,
+    speed only: without a cache there is nothing kept)."""
+    data = []
+    kinds = list(dict.fromkeys(r["kind"] for r in rows))
+    for i, kind in enumerate(kinds):
+        style = series_style(kind, i)
+        for cached in (True, False):
+            pts = sorted((r["context"], r["tokens_per_s"], r["cache_bytes"]) for r in rows
+                         if r["kind"] == kind and r["cached"] == cached)
+            if not pts:
+                continue
+            name = html.escape(f"{kind}, {'cached' if cached else 'read again'}")
+            line = {"color": style.color, "dash": "solid" if cached else "dash", "width": 2}
+            data.append({"type": "scatter", "mode": "lines+markers", "x": [p[0] for p in pts], "y": [p[1] for p in pts],
+                         "name": name, "legendgroup": name, "line": line, "marker": {"symbol": style.marker, "size": 7},
+                         "xaxis": "x", "yaxis": "y", "hovertemplate": f"{name}<br>N %{{x:,}}: %{{y:,.0f}} tokens/s<extra></extra>"})
+            if cached:
+                data.append({"type": "scatter", "mode": "lines+markers", "x": [p[0] for p in pts],
+                             "y": [p[2] / 1024 for p in pts], "name": name, "legendgroup": name, "showlegend": False,
+                             "line": line, "marker": {"symbol": style.marker, "size": 7}, "xaxis": "x2", "yaxis": "y2",
+                             "hovertemplate": f"{name}<br>N %{{x:,}}: %{{y:,.1f}} KiB<extra></extra>"})
+    log_x = {"type": "log", "dtick": math.log10(2), "tickformat": ",d", "title": {"text": "context length N (tokens)"}}
+    return {"data": data, "layout": {
+        "title": {"text": "Writing a token: speed and what is kept, against the context"}, "height": height,
+        "margin": {"l": 60, "r": 10, "t": 40, "b": 45}, "legend": {"orientation": "h", "y": -0.3},
+        "xaxis": {**log_x, "domain": [0, 0.45]}, "xaxis2": {**log_x, "domain": [0.55, 1], "anchor": "y2"},
+        "yaxis": {"type": "log", "title": {"text": "tokens per second"}, "exponentformat": "SI"},
+        "yaxis2": {"type": "log", "title": {"text": "cache memory (KiB, all layers)"}, "anchor": "x2",
+                   "exponentformat": "SI"}}}
+
+
+def forgetting_html(turns: Sequence[str], forgot) -> str:
+    """The conversation, one turn a line, each character coloured by what the next written
+    character can depend on: dark = reached by the first layer, light = only through stacked
+    layers, grey struck through = forgotten. Every character is escaped (it is what a user typed)."""
+    first, last = forgot.reach[0], forgot.reach[-1]
+    lines, pos = [], 0
+    for turn in turns:
+        spans = []
+        for ch in turn + "\n":
+            if first[pos]:
+                style, what = "background: #0072B2; color: #fff;", "reached in layer 0"
+            elif last[pos]:
+                style, what = "background: #9ecae1; color: #000;", "reached through stacked layers"
+            else:
+                style, what = "color: #999; text-decoration: line-through;", "forgotten"
+            shown = token_label(ch) if ch.isspace() else html.escape(ch)
+            spans.append(f'<span class="mem-ch" title="{what}" style="{style} padding: 1px 1px; font-family: monospace; '
+                         f'font-size: 1.15em;">{shown}</span>')
+            pos += 1
+        lines.append("".join(spans))
+    return '<div class="mem-turns" style="line-height: 2.0;">' + "<br>".join(lines) + "</div>"

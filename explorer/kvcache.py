@@ -185,6 +185,18 @@ def _decode(model, prompt, n: int, use_cache: bool) -> tuple[float, float, list[
 
 
 @torch.no_grad()
+def measure_point(model, prompt, new_tokens: int, use_cache: bool, repeats: int) -> dict:
+    """One point: write ``new_tokens`` after ``prompt`` (1, T) ``repeats`` times, cached or
+    recomputed; the fastest run counts (the machine is shared)."""
+    runs = [_decode(model, prompt, new_tokens, use_cache) for _ in range(repeats)]
+    first, rest = min(r[0] for r in runs), min(r[1] for r in runs)
+    return {"kind": model.config.attention, "context": prompt.shape[1] + new_tokens, "cached": use_cache,
+            "first_token_ms": round(first * 1e3, 2), "tokens_per_s": round((new_tokens - 1) / rest, 1),
+            "cache_bytes_per_layer": runs[0][2], "cache_bytes": sum(runs[0][2]),
+            "cache_label": cache_label(model.config) if use_cache else ""}
+
+
+@torch.no_grad()
 def measure(settings: MemorySettings, progress: Optional[Callable[[str], None]] = None) -> dict:
     """For each kind, cached and recomputed, at each context: the first token's latency, tokens per
     second after it, and the cache's bytes per layer once the text is ``N`` tokens long (the last
@@ -202,12 +214,7 @@ def measure(settings: MemorySettings, progress: Optional[Callable[[str], None]] 
         for n in settings.contexts:
             prompt = torch.randint(0, settings.vocab_size, (1, n - settings.new_tokens), generator=g)
             for use_cache in (True, False):
-                runs = [_decode(model, prompt, settings.new_tokens, use_cache) for _ in range(settings.repeats)]
-                first, rest = min(r[0] for r in runs), min(r[1] for r in runs)
-                rows.append({"kind": kind, "context": n, "cached": use_cache, "first_token_ms": round(first * 1e3, 2),
-                             "tokens_per_s": round((settings.new_tokens - 1) / rest, 1),
-                             "cache_bytes_per_layer": runs[0][2], "cache_bytes": sum(runs[0][2]),
-                             "cache_label": cache_label(config) if use_cache else ""})
+                rows.append(measure_point(model, prompt, settings.new_tokens, use_cache, settings.repeats))
                 if progress:
                     progress(f"{kind} at {n}, {'cached' if use_cache else 'recomputed'}: "
                              f"{rows[-1]['tokens_per_s']} tokens/s")

@@ -104,6 +104,16 @@ add(PageSpec(
                                                       "and have it captioned."),
     )))
 
+add(PageSpec(
+    "memory", "Memory", "pages/memory.py", ":material/memory:", "mem_", charts=3,
+    reserved=("mem_turn", "mem_measured"), order=50, defaults="explorer.memory:url_defaults", shots=(
+        Shot("memory", "", 3, "Memory: a conversation coloured by what the next character can still reach through "
+                              "stacked windows, the measured change when each character is replaced, and each "
+                              "layer's rolling cache."),
+        Shot("memory_measured", "?mem_measured=1", 4, "Memory after measuring: tokens per second and cache memory "
+                                                       "against the context, cached and read again."),
+    )))
+
 
 def reserved_params() -> set[str]:
     """URL parameters that are not widgets: the app's own and every page's."""
