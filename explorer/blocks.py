@@ -1,5 +1,6 @@
 """What a transformer block is made of, each chosen once by name from a registry: the
-normalisation (``NORMS``), the feed-forward layer (``FEEDFORWARD``: dense or mixture of experts) and
+normalisation (``NORMS``), the feed-forward layer (``FEEDFORWARD``: dense, mixture of experts, or none
+for an attention-only transformer) and
 the block layout (``LAYOUTS``: where the residual path and the norms go). Plus the funnel's causal
 pooling between blocks (hierarchical representations).
 
@@ -67,8 +68,9 @@ class FeedForward:
     title: str
     paper: str
     hooks: tuple[str, ...]  # the hook points it adds under blocks.{i}.
-    make: Callable  # config -> module whose forward(x, hook, name) returns (out, aux_loss)
+    make: Callable  # config -> module whose forward(x, hook, name) returns (out, aux_loss); None: no sublayer
     active_params: Callable  # config -> parameters one token uses in one layer's feed-forward
+    sublayer: bool = True  # False: the block has no feed-forward sublayer at all (no norm, no mlp_out hook)
 
 
 def _hidden(c) -> int:
@@ -86,6 +88,8 @@ FEEDFORWARD.add("moe", FeedForward(
     "moe", "Mixture of experts", "Shazeer et al. 2017; Fedus et al. 2021", ("moe.gates", "moe.experts", "moe.kept"),
     lambda c: MoE(c.n_embd, _hidden(c), c.n_experts, c.top_k, c.capacity_factor, c.router_noise),
     lambda c: c.top_k * _expert_params(c) + c.n_embd * c.n_experts))
+FEEDFORWARD.add("none", FeedForward(
+    "none", "None (attention only)", "Elhage et al. 2021", (), lambda c: None, lambda c: 0, sublayer=False))
 
 
 # ---------------------------------------------------------------------------------------------- layouts
