@@ -6,6 +6,7 @@
     python -m explorer.bench moe --seconds 30 --json results.json [--experts 4 --top-k 1]
     python -m explorer.bench multimodal --json results.json [--fusions cross early --steps 1500]
     python -m explorer.bench memory --json results.json [--contexts 64 128 256 512 1024 --new-tokens 32]
+    python -m explorer.bench incontext --json results.json [--threads 2 --seed 0 --fewshot-steps 1000]
 
 ``lab``: the Attention Lab's figures: how long ``reverse`` (length 16) takes to reach 99% token
 accuracy at the page's default settings, and (through ``scripts/bench_page.py``, which runs the
@@ -372,6 +373,59 @@ def _memory(args) -> dict:
 
 BENCHES.add("memory", Bench("memory", "generation with and without a key/value cache: tokens per second and the "
                                       "cache's bytes against context length", _memory_args, _memory))
+
+# ---------------------------------------------------------------------------------------------- incontext
+def _incontext_args(p: argparse.ArgumentParser) -> None:
+    from .fewshot import FewShotSettings
+    from .incontext import InductionSettings
+
+    d, f = defaults(InductionSettings), defaults(FewShotSettings)
+    p.add_argument("--threads", type=int, default=2, help="torch threads")
+    p.add_argument("--seed", type=int, default=d["seed"])
+    p.add_argument("--max-steps", type=int, default=d["steps"], help="most steps of the induction model")
+    p.add_argument("--fewshot-steps", type=int, default=f["steps"], help="training steps of the few-shot model (0: skip)")
+
+
+def _incontext(args) -> dict:
+    from . import fewshot, incontext
+
+    torch.set_num_threads(args.threads)
+    s = incontext.InductionSettings(seed=args.seed, steps=args.max_steps)
+    model, probes, wall = incontext.train(s, until_formed=True)
+    pc = incontext.phase_change(probes)
+    out = {"device": device_name(), "settings": dataclasses.asdict(s), "phase_change": pc, "wall_seconds": round(wall, 2),
+           "curve": [(step, m["train_seconds"], round(m["loss_first"], 4), round(m["loss_repeat"], 4),
+                      round(incontext.best_head(m["induction"])[2], 4)) for step, m in probes]}
+    if pc is None:
+        print(f"no head reached an induction score of {incontext.THRESHOLD} in {probes[-1][0]} steps ({wall:.1f} s)")
+    else:
+        print(f"induction head {pc['layer']}.{pc['head']} reached {pc['induction_score']:.2f} at step {pc['step']}, "
+              f"{pc['train_seconds']:.1f} s of training ({wall:.1f} s wall, measurements included); repeated-half "
+              f"loss {pc['loss_repeat_at_start']:.2f} -> {pc['loss_repeat']:.2f} (drop {pc['loss_repeat_drop']:.2f}), "
+              f"first half {pc['loss_first']:.2f}")
+    ab = incontext.ablation(model, s)
+    out["ablation"] = ab
+    (il, ih, _), (pl, ph, _) = ab["induction_head"][:3], ab["prev_token_head"][:3]
+    print(f"ablating previous-token head {pl}.{ph} (score {ab['prev_token_head'][2]:.2f}): induction score of "
+          f"{il}.{ih} {ab['clean']['induction'][il][ih]:.2f} -> {ab['ablated']['induction'][il][ih]:.2f}, repeated-half "
+          f"loss {ab['clean']['loss_repeat']:.2f} -> {ab['ablated']['loss_repeat']:.2f}"
+          + (f"; for comparison, head {ab['comparison_head'][0]}.{ab['comparison_head'][1]}): "
+             f"{ab['comparison']['induction'][il][ih]:.2f}, loss {ab['comparison']['loss_repeat']:.2f}" if "comparison" in ab else ""))
+    if args.fewshot_steps:
+        fs = fewshot.FewShotSettings(seed=args.seed, steps=args.fewshot_steps)
+        fmodel, _, fwall = fewshot.train(fs)
+        rows = fewshot.accuracy_by_shots(fmodel, fs)
+        out["fewshot"] = {"settings": dataclasses.asdict(fs), "wall_seconds": round(fwall, 2), "by_shots": rows}
+        print(f"few-shot letter mappings ({fs.n_letters} letters, held-out mappings, {fs.steps} steps, {fwall:.0f} s):")
+        for r in rows:
+            print(f"  {r['shots']} examples: accuracy {r['accuracy']:.1%} (ideal {r['ideal']:.1%}, chance {r['chance']:.1%}; "
+                  f"query shown {r['accuracy_seen'] if r['accuracy_seen'] is None else format(r['accuracy_seen'], '.1%')}, "
+                  f"not shown {r['accuracy_unseen'] if r['accuracy_unseen'] is None else format(r['accuracy_unseen'], '.1%')})")
+    return out
+
+
+BENCHES.add("incontext", Bench("incontext", "induction heads: when they form, the in-context loss drop, ablation; "
+                                            "few-shot accuracy against the number of examples", _incontext_args, _incontext))
 
 
 # ---------------------------------------------------------------------------------------------- main

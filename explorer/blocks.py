@@ -1,5 +1,6 @@
 """What a transformer block is made of, each chosen once by name from a registry: the
-normalisation (``NORMS``), the feed-forward layer (``FEEDFORWARD``: dense or mixture of experts) and
+normalisation (``NORMS``), the feed-forward layer (``FEEDFORWARD``: dense, mixture of experts, or none
+for an attention-only transformer) and
 the block layout (``LAYOUTS``: where the residual path and the norms go). Plus the funnel's causal
 pooling between blocks (hierarchical representations).
 
@@ -67,9 +68,10 @@ class FeedForward:
     title: str
     paper: str
     hooks: tuple[str, ...]  # the hook points it adds under blocks.{i}.
-    make: Callable  # config -> module whose forward(x, hook, name) returns (out, aux_loss)
+    make: Callable  # config -> module whose forward(x, hook, name) returns (out, aux_loss); None: no sublayer
     active_params: Callable  # config -> parameters one token uses in one layer's feed-forward
     cache_reason: str = ""  # why a key/value cache cannot reproduce the full forward pass ("" = it can)
+    sublayer: bool = True  # False: the block has no feed-forward sublayer at all (no norm, no mlp_out hook)
 
 
 def _hidden(c) -> int:
@@ -90,6 +92,8 @@ FEEDFORWARD.add("moe", FeedForward(
     "an expert's capacity is a share of all the tokens in the forward pass, so a token kept when read alone "
     "may be dropped when the whole sequence is read again: a cached step would not compute what the full "
     "forward pass does"))
+FEEDFORWARD.add("none", FeedForward(
+    "none", "None (attention only)", "Elhage et al. 2021", (), lambda c: None, lambda c: 0, sublayer=False))
 
 
 # ---------------------------------------------------------------------------------------------- layouts

@@ -40,7 +40,7 @@ class ModelConfig:
     encoding: str = "learned"  # positional encoding, a name in explorer.encodings.ENCODINGS
     norm: str = "layernorm"  # normalisation, a name in explorer.blocks.NORMS
     layout: str = "pre_ln"  # where the residual path and the norms go, a name in explorer.blocks.LAYOUTS
-    ffn: str = "dense"  # the feed-forward layer, a name in explorer.blocks.FEEDFORWARD (dense or moe)
+    ffn: str = "dense"  # the feed-forward layer, a name in explorer.blocks.FEEDFORWARD (dense, moe, none = attention only)
     mlp_ratio: int = 4  # hidden width of the MLP (and of each expert) = mlp_ratio * n_embd
     n_experts: int = 4  # moe: experts per layer
     top_k: int = 1  # moe: experts each token is sent to (1 = Switch, 2 = GShard / Mixtral)

@@ -42,12 +42,13 @@ BLOCK_HOOKS = ("resid_pre", "attn.q", "attn.k", "attn.v", "attn.pattern", "attn.
                "mlp_out", "resid_post")
 
 
-def hook_names(n_layer: int, pos_table: bool = True, ffn_hooks: tuple[str, ...] = ()) -> list[str]:
+def hook_names(n_layer: int, pos_table: bool = True, ffn_hooks: tuple[str, ...] = (), mlp: bool = True) -> list[str]:
     """Every hook point of a model with ``n_layer`` blocks, in the order the forward pass meets them
     (``pos_embed`` only where the encoding adds a table; ``ffn_hooks`` those of its feed-forward
-    layer, e.g. a mixture's routing)."""
+    layer, e.g. a mixture's routing; ``mlp_out`` only where blocks have a feed-forward sublayer)."""
+    block = tuple(h for h in BLOCK_HOOKS if mlp or h != "mlp_out") + tuple(ffn_hooks)
     return (["embed"] + (["pos_embed"] if pos_table else []) + [f"blocks.{i}.{h}" for i in range(n_layer)
-                                                                 for h in BLOCK_HOOKS + tuple(ffn_hooks)]
+                                                                 for h in block]
             + ["ln_final", "logits"])
 
 
@@ -156,7 +157,8 @@ class CausalSelfAttention(nn.Module):
 
 class Block(nn.Module):
     """One transformer block: attention then the feed-forward layer, each wrapped by the layout
-    (pre-LN, post-LN or no residual) with the config's norm."""
+    (pre-LN, post-LN or no residual) with the config's norm. A feed-forward kind without a sublayer
+    (``ffn="none"``) leaves attention alone in the block: no second norm, resid_post = resid_mid."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -164,8 +166,9 @@ class Block(nn.Module):
         self.layout = LAYOUTS[config.layout]
         self.ln_1 = norm(config.n_embd)
         self.attn = CausalSelfAttention(config)
-        self.ln_2 = norm(config.n_embd)
-        self.mlp = FEEDFORWARD[config.ffn].make(config)
+        ffn = FEEDFORWARD[config.ffn]
+        self.ln_2 = norm(config.n_embd) if ffn.sublayer else None
+        self.mlp = ffn.make(config) if ffn.sublayer else None
 
     def forward(self, x: Tensor, pos: PositionalEncoding, hook=NO_HOOKS, name: str = "", cache=None,
                 start: int = 0) -> tuple[Tensor, Tensor]:
@@ -181,6 +184,8 @@ class Block(nn.Module):
 
         x = hook(f"{name}.resid_pre", x)
         x = hook(f"{name}.resid_mid", self.layout.sublayer(x, attn, self.ln_1))
+        if self.mlp is None:  # attention only
+            return hook(f"{name}.resid_post", x), x.new_zeros(())
         x = hook(f"{name}.resid_post", self.layout.sublayer(x, mlp, self.ln_2))
         return x, aux[0]
 
@@ -208,8 +213,9 @@ class GPT(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def hook_names(self) -> list[str]:
-        return hook_names(self.config.n_layer, type(self.pos).embed is not PositionalEncoding.embed,
-                          FEEDFORWARD[self.config.ffn].hooks)
+        ffn = FEEDFORWARD[self.config.ffn]
+        return hook_names(self.config.n_layer, type(self.pos).embed is not PositionalEncoding.embed, ffn.hooks,
+                          ffn.sublayer)
 
     def forward(self, idx: Tensor, targets: Optional[Tensor] = None, need_weights: bool = False,
                 capture: Iterable[str] | bool | None = None,

@@ -10,6 +10,12 @@ description). A session that wants to change or continue a run works on its own 
 A run can stop early once it has learned: the job checks held-out accuracy every
 ``check_every`` steps and stops when it has stayed at or above ``learned_accuracy`` for
 ``learned_checks`` checks in a row ("learned at step N", the first of those checks).
+
+A run can also be measured as it trains: a ``Probe`` (``measure(model) -> dict``, every ``every``
+steps, step 0 included) adds ``(step, figures)`` to the published run's ``probes`` (the job adds
+``figures["train_seconds"]``, the run's training seconds then), so a page can draw any figure of the
+model against training steps while the run goes on (the in-context page's per-head scores, say).
+Probing takes wall time but none of the run's training seconds.
 """
 from __future__ import annotations
 
@@ -18,6 +24,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Hashable, Optional
+
+import torch
 
 from .jobs import Job
 from .model import GPT
@@ -33,6 +41,13 @@ class StopRule:
     every: int = 25
 
 
+@dataclass(frozen=True)
+class Probe:
+    """Figures measured on the model every ``every`` steps while it trains (and at step 0)."""
+    measure: Callable[[GPT], dict]  # model (in eval mode; do not train it) -> JSON-ready figures
+    every: int = 25  # steps between measurements
+
+
 @dataclass
 class TrainedRun:
     """A run as far as it got: weights (a copy: never trained further), history, checkpoints."""
@@ -45,6 +60,7 @@ class TrainedRun:
     learned_at: Optional[int] = None  # first step of the streak that stopped the run early
     seconds: float = 0.0  # wall time spent training
     finished: bool = False  # the run ended (all steps, or learned)
+    probes: list = field(default_factory=list)  # (step, figures) of every probe measurement, oldest first
 
     def model_at(self, step: int) -> GPT:
         """The weights of the last checkpoint at or before ``step`` (a new module)."""
@@ -84,13 +100,15 @@ class TrainJob(Job):
 
     def __init__(self, key: Hashable, title: str, build: Callable[[], Trainer], peak_bytes: float,
                  held_out: Optional[Callable[[GPT], float]] = None, stop: Optional[StopRule] = None,
-                 max_checkpoints: int = 16, step_s: Optional[float] = None):
+                 max_checkpoints: int = 16, step_s: Optional[float] = None, probe: Optional[Probe] = None):
         self.key, self.title, self.peak_bytes = key, title, peak_bytes
         self._build = build
         self.held_out = held_out  # model -> held-out accuracy, for the stop rule
         self.stop = stop
         self.max_checkpoints = max_checkpoints
         self.step_s = step_s  # an estimate of one step's time, until measured
+        self.probe = probe  # figures measured every probe.every steps, published in the run's probes
+        self._probes: list = []
         self.trainer: Optional[Trainer] = None
         self._live: Optional[TrainedRun] = None
         self._lock = threading.Lock()
@@ -107,15 +125,18 @@ class TrainJob(Job):
             self.trainer = self._build()
             self._total = self.trainer.config.steps
             self._checkpoints.append((0, state_copy(self.trainer.model)))
+            self._measure(self.trainer)
             self._publish(False)
         tr = self.trainer
         finished = tr.done
         while not finished and time.perf_counter() - t0 < slice_s:
-            every = self.stop.every if self.stop else tr.config.steps
-            tr.advance(every - tr.step % every, seconds=slice_s - (time.perf_counter() - t0))
+            periods = [r.every for r in (self.stop, self.probe) if r is not None] or [tr.config.steps]
+            tr.advance(min(e - tr.step % e for e in periods), seconds=slice_s - (time.perf_counter() - t0))
             if self.stop is not None and tr.step % self.stop.every == 0:
                 finished = self._check(tr)
             finished = finished or tr.done
+            if self.probe is not None and (tr.step % self.probe.every == 0 or finished):
+                self._measure(tr)
             self._maybe_checkpoint(tr.step, finished)
         self._publish(finished)
         return finished
@@ -132,6 +153,12 @@ class TrainJob(Job):
             self._streak_from = None
         return False
 
+    def _measure(self, tr: Trainer) -> None:
+        if self.probe is not None and (not self._probes or self._probes[-1][0] != tr.step):
+            with torch.no_grad():
+                figures = dict(self.probe.measure(tr.model.eval()), train_seconds=round(tr.seconds, 3))
+            self._probes.append((tr.step, figures))
+
     def _maybe_checkpoint(self, step: int, final: bool) -> None:
         """Keep checkpoints evenly spread over the steps asked for (and the last step)."""
         spacing = max(1, self._total // self.max_checkpoints)
@@ -147,7 +174,7 @@ class TrainJob(Job):
         for p in model.parameters():
             p.requires_grad_(False)
         run = TrainedRun(model, tr.step, tr.config.steps, list(tr.history), list(self._checkpoints),
-                         list(self._checks), self._learned_at, tr.seconds, finished)
+                         list(self._checks), self._learned_at, tr.seconds, finished, list(self._probes))
         with self._lock:
             self._live = run
 

@@ -1,0 +1,232 @@
+"""In-context learning and induction heads: a two-layer attention-only transformer trained on the
+``induction`` task (a random sequence, then the same again), watched as it trains.
+
+Olsson et al. 2022 ("In-context Learning and Induction Heads") find that in-context learning, a
+loss that falls the further a token is into its context, appears suddenly, in a *phase change*,
+at the moment *induction heads* form; Elhage et al. 2021 ("A Mathematical Framework for Transformer
+Circuits") explain the circuit in a two-layer attention-only model: a layer-0 *previous-token head*
+writes "the token before me was A" into each position, and a layer-1 *induction head* at a token
+A attends to the position just after an earlier A (its key holds "the token before me was A") and
+copies the token found there. On a repeated random sequence the second copy becomes predictable,
+the first never is.
+
+Figures, each from one forward pass over repeated random sequences of period ``L`` (the tokens at
+``i`` and ``i - L`` are equal for every ``i >= L``), read from the hook point
+``blocks.{l}.attn.pattern`` (``(B, nh, T, T)`` attention weights):
+
+- **previous-token score** of a head: its mean attention weight from position ``i`` to ``i - 1``,
+  over every ``i >= 1`` (1 for a perfect previous-token head);
+- **induction score** of a head: its mean attention weight, over the positions ``i`` of the second
+  copy (``L <= i < T``), from ``i`` to ``i - L + 1``, the position just after the earlier
+  occurrence of token ``i`` (TransformerLens's score of Olsson et al.; 1 for a perfect induction head);
+- **first-half loss**: cross-entropy of the predictions of tokens ``1 .. L-1`` (random: at best
+  ``ln(vocab)``); **repeated-half loss** (the in-context loss): of the predictions made from the
+  second copy's positions ``L .. 2L-2``, whose next token already appeared once.
+
+**Ablation** zeroes one head's output (``blocks.{l}.attn.z``, head ``h``, through the forward pass's
+``edit``) and measures again: removing the layer-0 previous-token head should take the layer-1
+induction head's score (and the in-context loss) down with it: the circuit is causal, not a
+correlation.
+
+Training goes through the one trainer (``explorer.train.Trainer``) as a ``TrainJob`` with a
+``Probe``: every ``check_every`` steps the figures above land in the published run's ``probes``.
+Each training step draws the period from ``[min_length, length]``, so no head can find the earlier
+copy by position alone: only by content, through the previous-token head.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .config import ModelConfig
+from .model import GPT, build_model
+from .runs import Probe, TrainJob, training_peak_bytes
+from .tasks import LETTERS, TASKS
+from .train import TrainConfig, Trainer
+
+THRESHOLD = 0.5  # an induction score at or above this marks the head as formed (the phase change)
+
+
+@dataclass(frozen=True)
+class InductionSettings:
+    length: int = 16  # longest period L of the repeat; the model reads 2L - 1 tokens
+    min_length: int = 8  # shortest period: each training step draws L from [min_length, length]
+    n_embd: int = 64  # residual stream width
+    n_head: int = 4  # heads per layer
+    encoding: str = "rope"  # positional encoding (RoPE: a head reads relative offsets, so "previous token" is easy)
+    steps: int = 2000  # training steps
+    batch_size: int = 64  # sequences per step
+    lr: float = 3e-3  # peak learning rate (AdamW)
+    warmup: int = 30  # warm-up steps
+    seed: int = 0  # seeds the weights and the training sequences
+    check_every: int = 25  # steps between measurements (scores and losses)
+    eval_batch: int = 64  # repeated sequences each measurement reads (always period ``length``)
+    eval_seed: int = 1234  # seeds those sequences: the same at every check, never the training stream
+
+    def model_config(self) -> ModelConfig:
+        """Two layers of attention, no MLP (``ffn="none"``)."""
+        return ModelConfig(vocab_size=len(LETTERS), block_size=2 * self.length, n_layer=2, n_head=self.n_head,
+                           n_embd=self.n_embd, encoding=self.encoding, ffn="none")
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(steps=self.steps, batch_size=self.batch_size, lr=self.lr, warmup=self.warmup,
+                           seed=self.seed, min_length=self.min_length)
+
+
+class RepeatedSequences:
+    """The ``induction`` task with every next token a target (the first copy too: the model learns
+    that it cannot predict it), as the trainer's task: ``batch(gen, B, L) -> (x, y)``, each
+    ``(B, 2L - 1)``."""
+
+    task = TASKS["induction"]
+
+    def batch(self, gen: torch.Generator, batch_size: int, length: int) -> tuple[Tensor, Tensor]:
+        x, y = self.task.batch(gen, batch_size, length)  # y masked over the first copy
+        return x, torch.cat([x[:, 1:], y[:, -1:]], dim=1)  # (B, 2L - 1): the sequence shifted by one
+
+
+def distinct_repeats(gen: torch.Generator, batch_size: int, length: int, vocab: int) -> tuple[Tensor, Tensor]:
+    """Repeated sequences whose first copy has ``length`` distinct tokens (drawn at random from
+    ``vocab``), so every token of the second copy has exactly one earlier occurrence and the
+    induction score's target position is unambiguous: ``(x, y)``, each ``(B, 2L - 1)``."""
+    if not 1 <= length <= vocab:
+        raise ValueError(f"length = {length}: a copy of distinct tokens needs 1 to {vocab} of them")
+    src = torch.rand(batch_size, vocab, generator=gen).argsort(dim=1)[:, :length]  # (B, L) distinct ids
+    seq = torch.cat([src, src], dim=1)  # (B, 2L)
+    return seq[:, :-1], seq[:, 1:]
+
+
+def eval_batch(settings: InductionSettings) -> tuple[Tensor, Tensor]:
+    """The measurement's fixed repeated sequences (period ``length``, distinct tokens in a copy:
+    ``distinct_repeats``): ``(x, y)`` of ``(eval_batch, 2 * length - 1)``."""
+    return distinct_repeats(torch.Generator().manual_seed(settings.eval_seed), settings.eval_batch, settings.length,
+                            len(LETTERS))
+
+
+# ---------------------------------------------------------------------------------------------- scores
+def prev_token_score(pattern: Tensor) -> Tensor:
+    """``(B, nh, T, T)`` attention weights -> ``(nh,)``: each head's mean weight from position ``i``
+    to ``i - 1``, over every ``i >= 1`` and the batch."""
+    return pattern.diagonal(offset=-1, dim1=-2, dim2=-1).mean(dim=(0, 2))  # diagonal: (B, nh, T-1)
+
+
+def induction_score(pattern: Tensor, period: int) -> Tensor:
+    """``(B, nh, T, T)`` attention weights over sequences repeating with ``period`` L -> ``(nh,)``:
+    each head's mean weight from position ``i`` to ``i - L + 1`` (just after the earlier
+    occurrence of token ``i``), over the second copy's positions ``L <= i < T`` and the batch."""
+    T = pattern.shape[-1]
+    if not 1 <= period < T:
+        raise ValueError(f"period = {period}: needs 1 <= period < T = {T}")
+    stripe = pattern.diagonal(offset=1 - period, dim1=-2, dim2=-1)  # (B, nh, T-L+1): i = L-1 .. T-1
+    return stripe[..., 1:].mean(dim=(0, 2))  # i = L .. T-1
+
+
+def ablate_head(layer: int, head: int) -> dict:
+    """The forward pass's ``edit`` that zeroes head ``head``'s output in layer ``layer`` (its
+    ``blocks.{layer}.attn.z``, ``(B, nh, T, hs)``), leaving every other head as it was."""
+    def zero(z: Tensor) -> Tensor:
+        z = z.clone()
+        z[:, head] = 0
+        return z
+
+    return {f"blocks.{layer}.attn.z": zero}
+
+
+@torch.no_grad()
+def measure(model: GPT, x: Tensor, y: Tensor, period: int, edit: Optional[dict] = None) -> dict:
+    """Every head's scores and the two half losses on repeated sequences ``x`` (``(B, 2L-1)``,
+    targets ``y``) of ``period`` L, optionally with an ``edit`` (an ablation). Returns
+    ``{"induction": [[score] * n_head] * n_layer, "prev_token": (same), "loss_first": float,
+    "loss_repeat": float}``."""
+    model.eval()
+    out = model(x, capture=["blocks.*.attn.pattern"], edit=edit)
+    layers = out.attentions  # n_layer x (B, nh, T, T)
+    logp = F.log_softmax(out.logits.float(), dim=-1)
+    nll = -logp.gather(-1, y.unsqueeze(-1)).squeeze(-1)  # (B, T): position i predicts token i + 1
+    return {"induction": [induction_score(p, period).tolist() for p in layers],
+            "prev_token": [prev_token_score(p).tolist() for p in layers],
+            "loss_first": nll[:, : period - 1].mean().item(),  # predictions of tokens 1 .. L-1
+            "loss_repeat": nll[:, period:].mean().item()}  # from positions L .. 2L-2
+
+
+def best_head(scores: list[list[float]], layers: Optional[range] = None) -> tuple[int, int, float]:
+    """``(layer, head, score)`` of the highest score (over ``layers``, default all)."""
+    layers = range(len(scores)) if layers is None else layers
+    return max(((l, h, s) for l in layers for h, s in enumerate(scores[l])), key=lambda t: t[2])
+
+
+def probe(settings: InductionSettings) -> Probe:
+    """What the training job measures every ``check_every`` steps (``measure`` on the fixed sequences)."""
+    x, y = eval_batch(settings)
+    return Probe(lambda model: measure(model, x, y, settings.length), settings.check_every)
+
+
+# ---------------------------------------------------------------------------------------------- training
+def build_trainer(settings: InductionSettings) -> Trainer:
+    return Trainer(build_model(settings.model_config(), settings.seed), RepeatedSequences(), settings.length,
+                   settings.train_config())
+
+
+def training_job(settings: InductionSettings) -> TrainJob:
+    """The scheduler job that trains the attention-only model (shared by key: the full settings).
+    Its published ``TrainedRun.probes`` hold ``(step, measure(...))`` every ``check_every`` steps."""
+    config = settings.model_config()
+    return TrainJob(("incontext", settings), "training a two-layer attention-only model on repeated sequences",
+                    lambda: build_trainer(settings),
+                    training_peak_bytes(config, settings.batch_size, 2 * settings.length - 1), probe=probe(settings))
+
+
+def phase_change(probes: list, threshold: float = THRESHOLD) -> Optional[dict]:
+    """The first measurement at which some head's induction score reaches ``threshold``, from a
+    run's ``probes`` (``(step, figures)``), or None. Returns its step, the head, and the losses then
+    beside those of the first measurement (the repeated-half loss's drop is the phase change)."""
+    if not probes:
+        return None
+    first = probes[0][1]
+    for step, m in probes:
+        layer, head, score = best_head(m["induction"])
+        if score >= threshold:
+            return {"step": step, "layer": layer, "head": head, "induction_score": score,
+                    "train_seconds": m.get("train_seconds"), "loss_first": m["loss_first"], "loss_repeat": m["loss_repeat"],
+                    "loss_repeat_at_start": first["loss_repeat"],
+                    "loss_repeat_drop": first["loss_repeat"] - m["loss_repeat"],
+                    "in_context_gap": m["loss_first"] - m["loss_repeat"]}
+    return None
+
+
+@torch.no_grad()
+def ablation(model: GPT, settings: InductionSettings) -> dict:
+    """For a trained model: the best induction head (over layers >= 1), the best previous-token
+    head of layer 0, and every head's scores and the half losses with nothing ablated, with that
+    previous-token head ablated, and (for comparison) with the layer-0 head of the lowest
+    previous-token score ablated (not a null control: in the bench's model that head matters too).
+    Each is ``measure``'s dict; heads are ``[layer, head, score]``."""
+    x, y = eval_batch(settings)
+    base = measure(model, x, y, settings.length)
+    ind = best_head(base["induction"], range(1, len(base["induction"])))
+    prev = best_head(base["prev_token"], range(0, 1))
+    other = min(((0, h, s) for h, s in enumerate(base["prev_token"][0])), key=lambda t: t[2])
+    out = {"induction_head": list(ind), "prev_token_head": list(prev), "comparison_head": list(other),
+           "clean": base, "ablated": measure(model, x, y, settings.length, ablate_head(*prev[:2]))}
+    if other[1] != prev[1]:
+        out["comparison"] = measure(model, x, y, settings.length, ablate_head(*other[:2]))
+    return out
+
+
+def train(settings: InductionSettings, until_formed: bool = False) -> tuple[GPT, list, float]:
+    """Train in this thread (the bench and tests; the page submits ``training_job`` instead):
+    the model, its probes and the wall seconds it took (measurements included; each probe has the
+    training seconds alone). ``until_formed`` stops within a quarter second after the first check
+    at which an induction score reaches ``THRESHOLD``."""
+    job = training_job(settings)
+    t0 = time.perf_counter()
+    while not job.step(0.25):
+        if until_formed and phase_change(job.live().probes) is not None:
+            break
+    run = job.live()
+    return run.model, run.probes, time.perf_counter() - t0
