@@ -35,6 +35,7 @@ copy by position alone: only by content, through the previous-token head.
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Optional
@@ -193,7 +194,7 @@ def phase_change(probes: list, threshold: float = THRESHOLD) -> Optional[dict]:
         if score >= threshold:
             return {"step": step, "layer": layer, "head": head, "induction_score": score,
                     "train_seconds": m.get("train_seconds"), "loss_first": m["loss_first"], "loss_repeat": m["loss_repeat"],
-                    "loss_repeat_at_start": first["loss_repeat"],
+                    "loss_repeat_at_start": first["loss_repeat"], "loss_first_at_start": first["loss_first"],
                     "loss_repeat_drop": first["loss_repeat"] - m["loss_repeat"],
                     "in_context_gap": m["loss_first"] - m["loss_repeat"]}
     return None
@@ -230,3 +231,141 @@ def train(settings: InductionSettings, until_formed: bool = False) -> tuple[GPT,
             break
     run = job.live()
     return run.model, run.probes, time.perf_counter() - t0
+
+
+# ---------------------------------------------------------------------------------------------- the page's views
+STEP_CHOICES = (250, 500, 1000, 1500, 2000, 3000, 4000)  # training steps the page offers
+
+
+def url_defaults() -> dict:
+    d = InductionSettings()
+    from .fewshot import FewShotSettings
+
+    f = FewShotSettings()
+    return {"icl_tab": "Induction heads", "icl_steps": d.steps, "icl_heads": d.n_head, "icl_length": d.length,
+            "icl_encoding": d.encoding, "icl_seed": d.seed, "icl_ablate": NO_ABLATION, "icl_example": 0,
+            "icl_fs_steps": f.steps, "icl_fs_seed": f.seed}
+
+
+NO_ABLATION = "none"
+
+
+def head_name(layer: int, head: int) -> str:
+    return f"L{layer} H{head}"
+
+
+def head_choices(settings: InductionSettings) -> list[str]:
+    return [NO_ABLATION] + [head_name(l, h) for l in range(2) for h in range(settings.n_head)]
+
+
+def parse_head(name: str) -> Optional[tuple[int, int]]:
+    if name == NO_ABLATION:
+        return None
+    layer, head = name.split()
+    return int(layer[1:]), int(head[1:])
+
+
+def loss_series(probes: list) -> dict:
+    steps = [s for s, _ in probes]
+    return {"first half (random: unpredictable)": (steps, [m["loss_first"] for _, m in probes]),
+            "repeated half (in context)": (steps, [m["loss_repeat"] for _, m in probes])}
+
+
+def score_series(probes: list, key: str) -> dict:
+    """One line per head: ``key`` is "induction" or "prev_token"."""
+    if not probes:
+        return {}
+    steps = [s for s, _ in probes]
+    first = probes[0][1][key]
+    return {head_name(l, h): (steps, [m[key][l][h] for _, m in probes])
+            for l in range(len(first)) for h in range(len(first[l]))}
+
+
+@torch.no_grad()
+def example_maps(model: GPT, settings: InductionSettings, index: int = 0, edit: Optional[dict] = None) -> dict:
+    """One of the measurement's sequences (its letters) and every head's attention on it:
+    ``{"tokens": [...], "patterns": (n_layer, nh, T, T) numpy}``."""
+    x, _ = eval_batch(settings)
+    row = x[index % x.shape[0]: index % x.shape[0] + 1]
+    out = model.eval()(row, capture=["blocks.*.attn.pattern"], edit=edit)
+    import numpy as np
+
+    return {"tokens": [LETTERS[int(i)] for i in row[0]],
+            "patterns": np.stack([p[0].numpy() for p in out.attentions])}
+
+
+def ablation_rows(model: GPT, settings: InductionSettings, head: Optional[tuple[int, int]]) -> tuple[dict, dict]:
+    """Every head's scores and the half losses, intact and with ``head`` ablated (None: intact twice)."""
+    x, y = eval_batch(settings)
+    clean = measure(model, x, y, settings.length)
+    return clean, (clean if head is None else measure(model, x, y, settings.length, ablate_head(*head)))
+
+
+def findings(probes: list, ablated: Optional[dict] = None) -> list[str]:
+    """What came out of a run, in sentences, from its probes (and the ablation, when done)."""
+    if not probes:
+        return []
+    out = []
+    pc = phase_change(probes)
+    last_step, last = probes[-1]
+    layer, head, score = best_head(last["induction"])
+    if pc is None:
+        out.append(f"No head's induction score has reached {THRESHOLD} yet (best so far: {head_name(layer, head)} at "
+                   f"{score:.2f}, step {last_step}).")
+    else:
+        secs = f" after {pc['train_seconds']:.0f} s of training" if pc.get("train_seconds") is not None else ""
+        out.append(f"**The phase change**: {head_name(pc['layer'], pc['head'])}'s induction score crossed {THRESHOLD} at "
+                   f"step {pc['step']}{secs}. By then the repeated-half loss had fallen from "
+                   f"{pc['loss_repeat_at_start']:.2f} to {pc['loss_repeat']:.2f} nats, while the first half's went from "
+                   f"{pc['loss_first_at_start']:.2f} to {pc['loss_first']:.2f} (random letters: no model does better "
+                   f"than ln {len(LETTERS)} = {math.log(len(LETTERS)):.2f}).")
+    p_layer, p_head, p_score = best_head(last["prev_token"], range(0, 1))
+    out.append(f"In layer 0, {head_name(p_layer, p_head)} is the strongest previous-token head (score {p_score:.2f}); "
+               f"the strongest induction head is {head_name(layer, head)} ({score:.2f}).")
+    if ablated is not None:
+        a_layer, a_head, clean, abl = ablated["head"][0], ablated["head"][1], ablated["clean"], ablated["ablated"]
+        out.append(f"With {head_name(a_layer, a_head)} ablated (its output zeroed), {head_name(layer, head)}'s induction "
+                   f"score goes from {clean['induction'][layer][head]:.2f} to {abl['induction'][layer][head]:.2f} and the "
+                   f"repeated-half loss from {clean['loss_repeat']:.2f} to {abl['loss_repeat']:.2f} nats.")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- few-shot views
+FEWSHOT_REFERENCES = ("best possible", "chance")
+
+
+def fewshot_series(rows: list) -> dict:
+    """Accuracy against the number of examples (``fewshot.accuracy_by_shots`` rows), beside the
+    best possible and chance."""
+    ks = [r["shots"] for r in rows]
+    seen = [(r["shots"], r["accuracy_seen"]) for r in rows if r["accuracy_seen"] is not None]
+    return {"model": (ks, [r["accuracy"] for r in rows]),
+            "model, when the query was among the examples": ([k for k, _ in seen], [a for _, a in seen]),
+            "best possible": (ks, [r["ideal"] for r in rows]), "chance": (ks, [r["chance"] for r in rows])}
+
+
+def fewshot_findings(rows: list) -> list[str]:
+    if not rows:
+        return []
+    by = {r["shots"]: r for r in rows}
+    lo, hi = min(by), max(by)
+    out = [f"With {lo} examples the model is right {by[lo]['accuracy']:.0%} of the time (chance: {by[lo]['chance']:.0%}); "
+           f"with {hi}, {by[hi]['accuracy']:.0%} (the best possible is {by[hi]['ideal']:.0%}: a query whose letter was "
+           "not among the examples can only be guessed)."]
+    if by[hi]["accuracy_seen"] is not None:
+        out.append(f"When the query's letter was among the {hi} examples, it is right {by[hi]['accuracy_seen']:.0%} of "
+                   "the time, on mappings it never saw in training: it reads the answer from the prompt.")
+    return out
+
+
+@torch.no_grad()
+def fewshot_example(model: Optional[GPT], settings, shots: int, seed: int = 7) -> dict:
+    """One held-out prompt with ``shots`` examples, its answer, and (given a model) what it says."""
+    from .fewshot import prompts
+
+    ids, answer, _, _ = prompts(torch.Generator().manual_seed(seed), 1, shots, settings, "held_out")
+    tok = settings.tokenizer
+    said = None
+    if model is not None:
+        said = tok.decode([int(model.eval()(ids).logits[0, -1].argmax())])
+    return {"prompt": tok.decode(ids[0].tolist()), "answer": tok.decode([int(answer[0])]), "said": said}

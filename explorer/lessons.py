@@ -86,16 +86,23 @@ _add(Lesson(
                 "16 and 32, at the steps each needed, and at the **learned** line that stops: a learned table has no "
                 "rows past its training context.",
 ))
-_INDUCTION_BACK = TASKS["induction"].lookback(12)[0]
 _add(Lesson(
-    "induction", "Watch an induction head form", "attention_lab",
-    {"lab_task": "induction", "lab_length": 12, "lab_attention": "softmax", "lab_encoding": "learned",
-     "lab_layers": 2, "lab_heads": 4},
+    "induction", "Watch an induction head form", "incontext",
+    {"icl_tab": "Induction heads"},
     autorun=True,
-    explanation="A random sequence, then the same again. Once the repeat starts, a token can be predicted by "
-                "finding its earlier copy and reading **what came next**: look for a stripe parallel to the "
-                f"diagonal, {_INDUCTION_BACK} positions to its left — the induction head; once trained, the page "
-                "names the head where it is clearest.",
+    explanation="A two-layer model with attention only learns sequences of random letters that repeat. The first half "
+                "can never be predicted; the second can, by finding the earlier copy of the current letter and reading "
+                "**what came next**. Watch the repeated half's loss: it sits flat, then drops suddenly — the **phase "
+                "change** — at the moment one head's induction score shoots up. Then ablate the layer-0 "
+                "**previous-token head** the page names, and see the induction head's score fall with it.",
+))
+_add(Lesson(
+    "window_memory", "What the window forgets", "memory",
+    {"mem_attention": "sliding_window", "mem_window": 8, "mem_layers": 2},
+    explanation="A sliding window of 8 keys in each of 2 layers: the next character can depend only on the last 15 of "
+                "the conversation (each layer adds 7). The name in the first turn is struck through: replacing it "
+                "changes nothing the model predicts, it is **forgotten**. Add a layer, widen the window, or switch to "
+                "**softmax**, and watch the reach grow; then add turns until even softmax's context is full.",
 ))
 _add(Lesson(
     "experts", "Experts specialise", "experts",

@@ -114,6 +114,18 @@ add(PageSpec(
                                                        "against the context, cached and read again."),
     )))
 
+add(PageSpec(
+    "incontext", "In-context learning", "pages/incontext.py", ":material/repeat:", "icl_", charts=0,
+    reserved=("icl_trained", "icl_fs_trained"), order=60, defaults="explorer.incontext:url_defaults", shots=(
+        Shot("incontext", "?icl_trained=1", 5, "In-context learning after training: the repeated half's loss falls "
+             "as an induction head forms; each head's induction and previous-token scores; the induction head's "
+             "offset stripe and the previous-token head that feeds it."),
+        Shot("incontext_ablated", "?icl_trained=1&icl_ablate=L0+H2", 5, "The causal check: with the previous-token "
+             "head ablated, the induction head's stripe fades and its score falls."),
+        Shot("incontext_fewshot", "?icl_tab=Few-shot&icl_fs_trained=1", 1, "Few-shot: accuracy on held-out letter "
+             "mappings against the number of examples in the prompt."),
+    )))
+
 
 def reserved_params() -> set[str]:
     """URL parameters that are not widgets: the app's own and every page's."""

@@ -113,60 +113,65 @@ if S.pop("mem_dropped", False):
     st.info(f"The oldest turn was dropped: the page keeps the last {mem.MAX_TURNS} turns.", icon=":material/info:")
 
 text = mem.conversation(S.mem_turns)
+def conversation_views() -> None:
+    """The conversation coloured by reach, what is forgotten, and the cache layer by layer."""
+    model = untrained(settings)
+    config = settings.config()
+    writing = ui.cached("mem_writing", (settings, text), lambda: mem.write(model, text, settings.new_tokens))
+    forgot = ui.cached("mem_forgetting", (settings, text), lambda: mem.forgetting(model, text))
+    summary = forgot.summary()
+
+    st.markdown(figures.forgetting_html(S.mem_turns, forgot), unsafe_allow_html=True)
+    st.caption(f"Each character of the conversation, coloured by what the next character the model writes can depend on: "
+               f"**blue** reaches it in the first layer, **light blue** only through stacked layers, **grey** is forgotten. "
+               f"{mem.reach_words(settings)}.")
+    lost = summary["characters"] - summary["reached"]
+    st.markdown(f"**What the model forgets.** Of the {summary['characters']} characters, the next one written can depend on "
+                f"{summary['reached']}"
+                + (f"; the other {lost} are out of reach" + (f" ({forgot.out_of_context} of them are past the context)"
+                                                              if forgot.out_of_context else "")
+                   + f". Replacing any of those leaves the model's next prediction the same (largest change measured: "
+                     f"{summary['largest_change_outside']:.1g}), while every character in reach moves it (smallest change "
+                     f"{summary['smallest_change_inside']:.1e})." if lost else
+                   f": all of them. Replacing any one of them moves the model's next prediction (smallest change measured "
+                   f"{summary['smallest_change_inside']:.1e})."))
+    ui.chart(figures.reach_figure(forgot.reach, forgot.change, list(text),
+                                  "What the next character can depend on: each layer's reach, and the measured change"),
+             "mem_reach", "For each layer, which characters of the conversation can reach the next character's prediction, "
+                          "and how much replacing each one changes it.")
+
+    # ---------------------------------------------------------------------------------------------- the cache
+    st.subheader("The cache, layer by layer")
+    said = "".join(figures.token_label(c) for c in writing.text)
+    st.markdown(f"The untrained model writes “{said}” (noise: its weights are random; what it keeps does not depend on "
+                "them).", unsafe_allow_html=False)
+    top = max(2, new)  # a slider needs two values
+    if S.get("mem_step", new) > top:
+        S.mem_step = top  # fewer characters written than the step the view showed
+    step = min(new, st.slider("After writing character", 1, top, new, key="mem_step", bind="query-params",
+                              disabled=not writing.cached,
+                              help="What each layer's cache holds once this many characters are written."))
+    if not writing.cached:
+        st.info(f"Written without a cache, reading the last {config.block_size} characters again for every character: "
+                f"{md_escape(writing.reason)}.", icon=":material/info:")
+    else:
+        tokens = writing.tokens[: len(text) + step]
+        grid = writing.held[step - 1][:, : len(tokens)]
+        ui.chart(figures.cache_figure(grid, tokens, len(text), f"What each layer keeps after {step} written"),
+                 "mem_cache", "Which positions of the text each layer's cache holds: dark held, light summarised, grey not held.")
+        per = writing.memory[step - 1]
+        st.caption(f"Each layer keeps {md_escape(writing.labels[0])}: {per[0]:,} bytes per layer now, {sum(per):,} in all "
+                   "(read from the tensors). The dotted line is where the model's own writing starts.")
+        ui.chart(figures.lines_figure(mem.memory_series(writing), "cache memory as the text grows", "characters read",
+                                      "bytes", height=280), "mem_bytes", "Each layer's cache memory against the characters read.")
+
+
 if problem:
     st.error(f"This model has no cache to show: {md_escape(problem)}.", icon=":material/error:")
-    st.stop()
-if not text:
+elif not text:
     st.info("The conversation is empty: type a turn and press **Add turn**.", icon=":material/chat:")
-    st.stop()
-
-model = untrained(settings)
-config = settings.config()
-writing = ui.cached("mem_writing", (settings, text), lambda: mem.write(model, text, settings.new_tokens))
-forgot = ui.cached("mem_forgetting", (settings, text), lambda: mem.forgetting(model, text))
-summary = forgot.summary()
-
-st.markdown(figures.forgetting_html(S.mem_turns, forgot), unsafe_allow_html=True)
-st.caption(f"Each character of the conversation, coloured by what the next character the model writes can depend on: "
-           f"**blue** reaches it in the first layer, **light blue** only through stacked layers, **grey** is forgotten. "
-           f"{mem.reach_words(settings)}.")
-lost = summary["characters"] - summary["reached"]
-st.markdown(f"**What the model forgets.** Of the {summary['characters']} characters, the next one written can depend on "
-            f"{summary['reached']}"
-            + (f"; the other {lost} are out of reach" + (f" ({forgot.out_of_context} of them are past the context)"
-                                                          if forgot.out_of_context else "")
-               + f". Replacing any of those leaves the model's next prediction the same (largest change measured: "
-                 f"{summary['largest_change_outside']:.1g}), while every character in reach moves it (smallest change "
-                 f"{summary['smallest_change_inside']:.1e})." if lost else
-               f": all of them. Replacing any one of them moves the model's next prediction (smallest change measured "
-               f"{summary['smallest_change_inside']:.1e})."))
-ui.chart(figures.reach_figure(forgot.reach, forgot.change, list(text),
-                              "What the next character can depend on: each layer's reach, and the measured change"),
-         "mem_reach", "For each layer, which characters of the conversation can reach the next character's prediction, "
-                      "and how much replacing each one changes it.")
-
-# ---------------------------------------------------------------------------------------------- the cache
-st.subheader("The cache, layer by layer")
-said = "".join(figures.token_label(c) for c in writing.text)
-st.markdown(f"The untrained model writes “{said}” (noise: its weights are random; what it keeps does not depend on "
-            "them).", unsafe_allow_html=False)
-if not writing.cached:
-    st.info(f"Written without a cache, reading the last {config.block_size} characters again for every character: "
-            f"{md_escape(writing.reason)}.", icon=":material/info:")
 else:
-    if S.get("mem_step", new) > new:
-        S.mem_step = new  # fewer characters written than the step the view showed
-    step = st.slider("After writing character", 1, settings.new_tokens, settings.new_tokens, key="mem_step",
-                     bind="query-params", help="What each layer's cache holds once this many characters are written.")
-    tokens = writing.tokens[: len(text) + step]
-    grid = writing.held[step - 1][:, : len(tokens)]
-    ui.chart(figures.cache_figure(grid, tokens, len(text), f"What each layer keeps after {step} written"),
-             "mem_cache", "Which positions of the text each layer's cache holds: dark held, light summarised, grey not held.")
-    per = writing.memory[step - 1]
-    st.caption(f"Each layer keeps {md_escape(writing.labels[0])}: {per[0]:,} bytes per layer now, {sum(per):,} in all "
-               "(read from the tensors). The dotted line is where the model's own writing starts.")
-    ui.chart(figures.lines_figure(mem.memory_series(writing), "cache memory as the text grows", "characters read",
-                                  "bytes", height=280), "mem_bytes", "Each layer's cache memory against the characters read.")
+    conversation_views()
 
 # ---------------------------------------------------------------------------------------------- measured
 st.subheader("What the cache buys, measured")

@@ -8,8 +8,10 @@ from explorer.pages import PAGES
 from scripts.appserver import DRAWN, offline_context, wait_until_idle
 
 QUICK = {"complexity": "&cx_max_n=1024&cx_repeats=1", "positions": "&pe_steps=50&pe_train_len=4",
-         "attention_lab": "&lab_steps=60", "experts": "&moe_steps=50&moe_res_steps=20", "multimodal": "&mm_steps=100"}
-FINISHED = {"complexity": 4, "positions": 4, "attention_lab": 3, "experts": 4, "multimodal": 3}  # charts of each page's finished view
+         "attention_lab": "&lab_steps=60", "experts": "&moe_steps=50&moe_res_steps=20", "multimodal": "&mm_steps=100",
+         "incontext": "&icl_steps=250", "memory": ""}
+FINISHED = {"complexity": 4, "positions": 4, "attention_lab": 3, "experts": 4, "multimodal": 3, "incontext": 5,
+            "memory": 3}  # charts of each page's finished view
 FINISHED_LESSON = {"residuals": 4}  # a lesson that opens another tab of its page
 
 
