@@ -258,6 +258,10 @@ def head_choices(settings: InductionSettings) -> list[str]:
     return [NO_ABLATION] + [head_name(l, h) for l in range(2) for h in range(settings.n_head)]
 
 
+def layer_heads(settings: InductionSettings, layer: int) -> list[str]:
+    return [head_name(layer, h) for h in range(settings.n_head)]
+
+
 def parse_head(name: str) -> Optional[tuple[int, int]]:
     if name == NO_ABLATION:
         return None

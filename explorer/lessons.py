@@ -92,8 +92,8 @@ _add(Lesson(
     autorun=True,
     explanation="A two-layer model with attention only learns sequences of random letters that repeat. The first half "
                 "can never be predicted; the second can, by finding the earlier copy of the current letter and reading "
-                "**what came next**. Watch the repeated half's loss: it sits flat, then drops suddenly — the **phase "
-                "change** — at the moment one head's induction score shoots up. Then ablate the layer-0 "
+                "**what came next**. Watch the repeated half's loss: it falls slowly, then plunges — the **phase "
+                "change** — just as the induction scores of layer 1 start to climb. Then ablate the layer-0 "
                 "**previous-token head** the page names, and see the induction head's score fall with it.",
 ))
 _add(Lesson(

@@ -33,6 +33,7 @@ TOKENIZER = CharTokenizer("\n" + string.ascii_letters + string.digits + string.p
 MAX_TURN = 200  # characters in one turn
 MAX_TURNS = 12  # turns kept in a conversation (older ones are dropped, and the page says so)
 DEFAULT_TURNS = ("My name is Ada.", "I live in Lyon.", "What is my name?")
+TABS = ("Conversation and cache", "Speed and memory")
 HELD, FOLDED, GONE = 2, 1, 0  # a position in a layer's cache: token by token, summarised, not there
 
 
@@ -62,7 +63,7 @@ class MemorySettings:
 
 def url_defaults() -> dict:
     d = MemorySettings()
-    return {"mem_attention": d.attention, "mem_window": d.window, "mem_encoding": d.encoding, "mem_layers": d.n_layer,
+    return {"mem_tab": TABS[0], "mem_attention": d.attention, "mem_window": d.window, "mem_encoding": d.encoding, "mem_layers": d.n_layer,
             "mem_context": d.block_size, "mem_new": d.new_tokens, "mem_seed": d.seed, "mem_step": d.new_tokens,
             "mem_next": "", "mem_kinds": ["softmax", "sliding_window", "linear"], "mem_max_n": 1024}
 
@@ -242,10 +243,10 @@ def reach_words(settings: MemorySettings) -> str:
     config = settings.config()
     kind = ATTENTION[config.attention]
     if kind.reach is None:
-        return (f"{kind.name} attention lets every token read every earlier one, so the model's memory is the context: "
+        return (f"Full {kind.name} attention lets every token read every earlier one, so the model's memory is the context: "
                 f"the last {config.block_size} characters")
     back = kind.reach(config)
-    return (f"one layer of {kind.name} reads {back} characters back; {config.n_layer} layers stacked reach "
+    return (f"One layer of {kind.name} reads {back} characters back; {config.n_layer} layers stacked reach "
             f"{config.n_layer * back} back ({config.n_layer} × {back}), within the context of {config.block_size}")
 
 

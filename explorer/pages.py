@@ -110,7 +110,7 @@ add(PageSpec(
         Shot("memory", "", 3, "Memory: a conversation coloured by what the next character can still reach through "
                               "stacked windows, the measured change when each character is replaced, and each "
                               "layer's rolling cache."),
-        Shot("memory_measured", "?mem_measured=1", 4, "Memory after measuring: tokens per second and cache memory "
+        Shot("memory_measured", "?mem_tab=Speed+and+memory&mem_measured=1", 1, "Memory after measuring: tokens per second and cache memory "
                                                        "against the context, cached and read again."),
     )))
 

@@ -108,7 +108,7 @@ if tab_ind.open:
             notice = ui.queue_notice(handle, "your run") if training else ""
             text = (f"**Training…** step {step} of {settings.steps}" if training else
                     (f"Trained {step} of {settings.steps} steps." if now is not None else
-                     "Not trained yet: press **Train** (about half a minute)."))
+                     "Not trained yet: press **Train** (under a minute on this server alone)."))
             status_slot.markdown(text + (f"  \n{notice}" if notice else ""))
             if training:
                 progress_slot.progress(step / settings.steps, text=f"step {step}/{settings.steps}")
@@ -120,11 +120,12 @@ if tab_ind.open:
                      "Loss on the first, random half and on the repeated half against the training step.",
                      slot=loss_slot)
             ui.chart(figures.lines_figure(icl.score_series(now.probes, "induction"), "induction score of each head",
-                                          "training step", "score", height=300, y_range=(0, 1)), "icl_ind",
+                                          "training step", "score", height=300, y_range=(0, 1),
+                                          dashed=icl.layer_heads(settings, 0)), "icl_ind",
                      "Each head's induction score against the training step.", slot=ind_slot)
             ui.chart(figures.lines_figure(icl.score_series(now.probes, "prev_token"),
                                           "previous-token score of each head", "training step", "score", height=300,
-                                          y_range=(0, 1)), "icl_prev",
+                                          y_range=(0, 1), dashed=icl.layer_heads(settings, 1)), "icl_prev",
                      "Each head's previous-token score against the training step.", slot=prev_slot)
             if pc is not None:
                 found_slot.success(f"Induction head formed: {icl.head_name(pc['layer'], pc['head'])} crossed "

@@ -95,24 +95,6 @@ with st.sidebar:
 settings = mem.MemorySettings(attention, int(window), encoding, int(layers), int(context), int(new), int(seed))
 problem = settings.problem()
 
-st.subheader("The conversation")
-for why in S.pop("mem_link_dropped", []) or []:
-    st.warning(f"The link's {md_escape(why)}; that turn was left out.", icon=":material/info:")
-c_text, c_add, c_undo, c_reset = st.columns([5, 1, 1, 1], vertical_alignment="bottom")
-c_text.text_input("Next turn", key="mem_next", bind="query-params", max_chars=mem.MAX_TURN,
-                  placeholder="e.g. Where do I live?", help="Letters, digits, punctuation and spaces.")
-c_add.button("Add turn", on_click=add_turn, key="mem_add", type="primary", use_container_width=True)
-c_undo.button("Remove last", on_click=remove_turn, key="mem_remove", disabled=not S.mem_turns,
-              use_container_width=True)
-c_reset.button("Start again", on_click=start_again, key="mem_reset", use_container_width=True,
-               help="Back to the example conversation.")
-if S.get("mem_turn_error"):
-    st.warning(f"That turn was not added: {md_escape(S.mem_turn_error)}. Your text is still in the box.",
-               icon=":material/edit_off:")
-if S.pop("mem_dropped", False):
-    st.info(f"The oldest turn was dropped: the page keeps the last {mem.MAX_TURNS} turns.", icon=":material/info:")
-
-text = mem.conversation(S.mem_turns)
 def conversation_views() -> None:
     """The conversation coloured by reach, what is forgotten, and the cache layer by layer."""
     model = untrained(settings)
@@ -166,66 +148,87 @@ def conversation_views() -> None:
                                       "bytes", height=280), "mem_bytes", "Each layer's cache memory against the characters read.")
 
 
-if problem:
-    st.error(f"This model has no cache to show: {md_escape(problem)}.", icon=":material/error:")
-elif not text:
-    st.info("The conversation is empty: type a turn and press **Add turn**.", icon=":material/chat:")
-else:
-    conversation_views()
+tab_conv, tab_speed = st.tabs(list(mem.TABS), key="mem_tab", on_change="rerun", bind="query-params")
+with tab_conv:  # both tabs are drawn on every run: their controls stay in the link whichever is open
+    st.subheader("The conversation")
+    for why in S.pop("mem_link_dropped", []) or []:
+        st.warning(f"The link's {md_escape(why)}; that turn was left out.", icon=":material/info:")
+    c_text, c_add, c_undo, c_reset = st.columns([5, 1, 1, 1], vertical_alignment="bottom")
+    c_text.text_input("Next turn", key="mem_next", bind="query-params", max_chars=mem.MAX_TURN,
+                      placeholder="e.g. Where do I live?", help="Letters, digits, punctuation and spaces.")
+    c_add.button("Add turn", on_click=add_turn, key="mem_add", type="primary", use_container_width=True)
+    c_undo.button("Remove last", on_click=remove_turn, key="mem_remove", disabled=not S.mem_turns,
+                  use_container_width=True)
+    c_reset.button("Start again", on_click=start_again, key="mem_reset", use_container_width=True,
+                   help="Back to the example conversation.")
+    if S.get("mem_turn_error"):
+        st.warning(f"That turn was not added: {md_escape(S.mem_turn_error)}. Your text is still in the box.",
+                   icon=":material/edit_off:")
+    if S.pop("mem_dropped", False):
+        st.info(f"The oldest turn was dropped: the page keeps the last {mem.MAX_TURNS} turns.", icon=":material/info:")
 
-# ---------------------------------------------------------------------------------------------- measured
-st.subheader("What the cache buys, measured")
-with st.container(border=True):
-    c1, c2 = st.columns(2)
-    measure_kinds = c1.multiselect("Kinds to measure", kinds, default=DEFAULTS["mem_kinds"], key="mem_kinds",
-                                   bind="query-params", help="Each is measured with its cache and reading the text again.")
-    max_n = c2.select_slider("Longest context", list(mem.CONTEXTS[2:]), DM.max_n, key="mem_max_n",
-                             bind="query-params", help="Contexts from 64 doubling up to this.")
-    msettings = mem.MeasureSettings(tuple(k for k in kinds if k in measure_kinds), int(max_n))
-    handle = S.get("mem_handle")
-    if handle is not None and handle.job.settings != msettings:
-        handle = None  # the controls changed since
-    if ui.arrived_to_run(PAGE, "mem_measured") and handle is None and msettings.kinds:
-        measure_now(msettings)
-        handle = S.mem_handle
-    status = handle.status if handle is not None else None
-    running = status in ("queued", "running")
-    b1, b2, b3 = st.columns([1, 1, 6])
-    b1.button("▶ Measure", on_click=measure_now, args=(msettings,), disabled=running or not msettings.kinds,
-              type="primary", key="mem_measure", help="Time writing at each context on this server, cached and not.")
-    b2.button("■ Stop", on_click=stop_measuring, disabled=not running, key="mem_stop")
-    if not msettings.kinds:
-        st.warning("Pick at least one kind to measure.", icon=":material/info:")
-    ui.mark_finished("mem_measured", status == "done")
-    if status in ("failed", "refused"):
-        st.error(f"The measurement could not go on: {handle.error}.", icon=":material/error:")
-    status_slot, chart_slot, lines_slot = b3.empty(), st.empty(), st.empty()
-    stopped = S.get("mem_stopped")
-
-    def draw() -> None:
-        rows = handle.job.live() if handle is not None else (stopped[1] if stopped and stopped[0] == msettings else [])
-        if running:
-            frac, what = handle.progress()
-            notice = ui.queue_notice(handle, "your measurement")
-            status_slot.progress(frac, text=f"Measuring… {what}" + (f". {notice}" if notice else ""))
-        elif rows:
-            status_slot.markdown(f"Measured {len(rows)} points on this server.")
-        else:
-            status_slot.markdown("Not measured yet: press **Measure** (about half a minute).")
-        if rows:
-            ui.chart(figures.memory_figure(rows), "mem_measure_chart",
-                     "Tokens per second and cache memory against the context length, cached and read again.",
-                     slot=chart_slot)
-            lines_slot.markdown("\n".join(f"- {line}" for line in mem.speedup_lines(rows)))
-
-    if running:
-        ui.live(handle, draw, [status_slot, chart_slot, lines_slot])
+    text = mem.conversation(S.mem_turns)
+    if problem:
+        st.error(f"This model has no cache to show: {md_escape(problem)}.", icon=":material/error:")
+    elif not text:
+        st.info("The conversation is empty: type a turn and press **Add turn**.", icon=":material/chat:")
     else:
-        draw()
-    st.caption("Without a cache every new character reads the whole text again, so writing slows as the text grows; "
-               "with one, each character is read once. Full attention's cache grows with the text; a window's and "
-               "linear attention's do not. The model measured is untrained at the Lab's size (2 layers, width 64, "
-               "4 heads, window 8); the fastest of 3 runs counts.")
+        conversation_views()
+
+with tab_speed:
+    # ---------------------------------------------------------------------------------------------- measured
+    st.subheader("What the cache buys, measured")
+    with st.container(border=True):
+        c1, c2 = st.columns(2)
+        measure_kinds = c1.multiselect("Kinds to measure", kinds, default=DEFAULTS["mem_kinds"], key="mem_kinds",
+                                       bind="query-params", help="Each is measured with its cache and reading the text again.")
+        max_n = c2.select_slider("Longest context", list(mem.CONTEXTS[2:]), DM.max_n, key="mem_max_n",
+                                 bind="query-params", help="Contexts from 64 doubling up to this.")
+        msettings = mem.MeasureSettings(tuple(k for k in kinds if k in measure_kinds), int(max_n))
+        handle = S.get("mem_handle")
+        if handle is not None and handle.job.settings != msettings:
+            handle = None  # the controls changed since
+        if ui.arrived_to_run(PAGE, "mem_measured") and handle is None and msettings.kinds:
+            measure_now(msettings)
+            handle = S.mem_handle
+        status = handle.status if handle is not None else None
+        running = status in ("queued", "running")
+        b1, b2, b3 = st.columns([1, 1, 6])
+        b1.button("▶ Measure", on_click=measure_now, args=(msettings,), disabled=running or not msettings.kinds,
+                  type="primary", key="mem_measure", help="Time writing at each context on this server, cached and not.")
+        b2.button("■ Stop", on_click=stop_measuring, disabled=not running, key="mem_stop")
+        if not msettings.kinds:
+            st.warning("Pick at least one kind to measure.", icon=":material/info:")
+        ui.mark_finished("mem_measured", status == "done")
+        if status in ("failed", "refused"):
+            st.error(f"The measurement could not go on: {handle.error}.", icon=":material/error:")
+        status_slot, chart_slot, lines_slot = b3.empty(), st.empty(), st.empty()
+        stopped = S.get("mem_stopped")
+
+        def draw() -> None:
+            rows = handle.job.live() if handle is not None else (stopped[1] if stopped and stopped[0] == msettings else [])
+            if running:
+                frac, what = handle.progress()
+                notice = ui.queue_notice(handle, "your measurement")
+                status_slot.progress(frac, text=f"Measuring… {what}" + (f". {notice}" if notice else ""))
+            elif rows:
+                status_slot.markdown(f"Measured {len(rows)} points on this server.")
+            else:
+                status_slot.markdown("Not measured yet: press **Measure** (a few seconds on this server alone).")
+            if rows:
+                ui.chart(figures.memory_figure(rows), "mem_measure_chart",
+                         "Tokens per second and cache memory against the context length, cached and read again.",
+                         slot=chart_slot)
+                lines_slot.markdown("\n".join(f"- {line}" for line in mem.speedup_lines(rows)))
+
+        if running:
+            ui.live(handle, draw, [status_slot, chart_slot, lines_slot])
+        else:
+            draw()
+        st.caption("Without a cache every new character reads the whole text again, so writing slows as the text grows; "
+                   "with one, each character is read once. Full attention's cache grows with the text; a window's and "
+                   "linear attention's do not. The model measured is untrained at the Lab's size (2 layers, width 64, "
+                   "4 heads, window 8); the fastest of 3 runs counts.")
 
 with st.expander("How it works", icon=":material/info:"):
     st.markdown(

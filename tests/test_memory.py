@@ -109,3 +109,17 @@ def test_the_forgetting_view_escapes_what_was_typed():
     import re
     shown = "".join(re.findall(r'<span class="mem-ch"[^>]*>(.*?)</span>', out))
     assert shown == "&lt;img␣src=x␣onerror=alert(1)&gt;⏎"  # every character, escaped, in order
+
+
+def test_the_window_lesson_states_what_the_library_computes():
+    from explorer.lessons import LESSONS
+
+    lesson = LESSONS["window_memory"]
+    v = lesson.settings
+    s = mem.MemorySettings(attention=v["mem_attention"], window=v["mem_window"], n_layer=v["mem_layers"])
+    f = mem.forgetting(mem.model_for(s), TEXT)
+    assert f"the last {f.summary()['reached']} of the conversation" in lesson.explanation
+    assert f"each layer adds {s.window - 1}" in lesson.explanation
+    name = TEXT.index("Ada")
+    assert f.forgotten[name: name + 3].all()  # "The name in the first turn is struck through"
+    assert f"A sliding window of {s.window} keys in each of {s.n_layer} layers" in lesson.explanation
