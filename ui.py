@@ -215,7 +215,8 @@ def arrived_to_run(page: PageSpec, flag: str) -> bool:
 def mark_finished(flag: str, finished: bool, value: str = "1") -> None:
     """Keep the link's ``flag`` in step with the view: a finished view's link recomputes it."""
     if finished:
-        st.query_params[flag] = value
+        if st.query_params.get(flag) != value:  # written once: every write sends the whole query string
+            st.query_params[flag] = value
     elif flag in st.query_params:
         del st.query_params[flag]
 

@@ -305,17 +305,21 @@ def ablation_rows(model: GPT, settings: InductionSettings, head: Optional[tuple[
     return clean, (clean if head is None else measure(model, x, y, settings.length, ablate_head(*head)))
 
 
-def findings(probes: list, ablated: Optional[dict] = None) -> list[str]:
-    """What came out of a run, in sentences, from its probes (and the ablation, when done)."""
+def findings(probes: list, clean: Optional[dict] = None, head: Optional[tuple[int, int]] = None,
+             ablated: Optional[dict] = None) -> list[str]:
+    """What came out of a run, in sentences: the phase change from its probes; the strongest heads
+    from ``clean`` (``measure`` on the model shown; default the last probe); and, with ``head``
+    ablated, what changed (``ablated``: ``measure`` with that head zeroed)."""
     if not probes:
         return []
     out = []
     pc = phase_change(probes)
     last_step, last = probes[-1]
-    layer, head, score = best_head(last["induction"])
+    now = clean if clean is not None else last
+    layer, head_i, score = best_head(now["induction"], range(1, len(now["induction"])))
     if pc is None:
-        out.append(f"No head's induction score has reached {THRESHOLD} yet (best so far: {head_name(layer, head)} at "
-                   f"{score:.2f}, step {last_step}).")
+        out.append(f"No head's induction score has reached {THRESHOLD} yet (the best in the last layer: "
+                   f"{head_name(layer, head_i)} at {score:.2f}, step {last_step}).")
     else:
         secs = f" after {pc['train_seconds']:.0f} s of training" if pc.get("train_seconds") is not None else ""
         out.append(f"**The phase change**: {head_name(pc['layer'], pc['head'])}'s induction score crossed {THRESHOLD} at "
@@ -323,14 +327,13 @@ def findings(probes: list, ablated: Optional[dict] = None) -> list[str]:
                    f"{pc['loss_repeat_at_start']:.2f} to {pc['loss_repeat']:.2f} nats, while the first half's went from "
                    f"{pc['loss_first_at_start']:.2f} to {pc['loss_first']:.2f} (random letters: no model does better "
                    f"than ln {len(LETTERS)} = {math.log(len(LETTERS)):.2f}).")
-    p_layer, p_head, p_score = best_head(last["prev_token"], range(0, 1))
+    p_layer, p_head, p_score = best_head(now["prev_token"], range(0, 1))
     out.append(f"In layer 0, {head_name(p_layer, p_head)} is the strongest previous-token head (score {p_score:.2f}); "
-               f"the strongest induction head is {head_name(layer, head)} ({score:.2f}).")
-    if ablated is not None:
-        a_layer, a_head, clean, abl = ablated["head"][0], ablated["head"][1], ablated["clean"], ablated["ablated"]
-        out.append(f"With {head_name(a_layer, a_head)} ablated (its output zeroed), {head_name(layer, head)}'s induction "
-                   f"score goes from {clean['induction'][layer][head]:.2f} to {abl['induction'][layer][head]:.2f} and the "
-                   f"repeated-half loss from {clean['loss_repeat']:.2f} to {abl['loss_repeat']:.2f} nats.")
+               f"in layer 1 the strongest induction head is {head_name(layer, head_i)} ({score:.2f}).")
+    if head is not None and ablated is not None:
+        out.append(f"With {head_name(*head)} ablated (its output zeroed), {head_name(layer, head_i)}'s induction "
+                   f"score goes from {now['induction'][layer][head_i]:.2f} to {ablated['induction'][layer][head_i]:.2f} "
+                   f"and the repeated-half loss from {now['loss_repeat']:.2f} to {ablated['loss_repeat']:.2f} nats.")
     return out
 
 

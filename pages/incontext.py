@@ -131,58 +131,60 @@ if tab_ind.open:
                 found_slot.success(f"Induction head formed: {icl.head_name(pc['layer'], pc['head'])} crossed "
                                    f"{icl.THRESHOLD} at step {pc['step']}.", icon=":material/bolt:")
 
+        st.subheader("The circuit, and a causal check")
+        choices = icl.head_choices(settings)
+        if S.get("icl_ablate", icl.NO_ABLATION) not in choices:
+            S.icl_ablate = icl.NO_ABLATION  # fewer heads than the link's
+        ready = run is not None and not training and bool(run.probes)
+        c_a, c_e = st.columns([2, 1])
+        ablate = c_a.selectbox("Ablate a head (zero its output)", choices, key="icl_ablate", bind="query-params",
+                               help="Remove one head and measure every score and loss again.")
+        example = c_e.number_input("Example sequence", 0, D.eval_batch - 1, 0, key="icl_example", bind="query-params",
+                                   help="Which of the measurement's sequences the maps show.")
+        circuit = st.container()
+
         if training:
             ui.live(handle, lambda: draw(handle.job.live()), [status_slot, progress_slot, loss_slot, ind_slot,
                                                                prev_slot, found_slot])
         else:
             draw(run)
 
-        st.subheader("The circuit, and a causal check")
-        choices = icl.head_choices(settings)
-        if S.get("icl_ablate") not in choices:
-            S.icl_ablate = icl.NO_ABLATION  # fewer heads than the link's
-        ready = run is not None and not training and bool(run.probes)
-        c_a, c_e = st.columns([2, 1])
-        ablate = c_a.selectbox("Ablate a head (zero its output)", choices, key="icl_ablate", bind="query-params",
-                               disabled=not ready, help="Remove one head and measure every score and loss again.")
-        example = c_e.number_input("Example sequence", 0, D.eval_batch - 1, 0, key="icl_example", bind="query-params",
-                                   disabled=not ready, help="Which of the measurement's sequences the maps show.")
-        if not ready:
-            st.caption("Once the model is trained, its induction head and the previous-token head that feeds it are "
-                       "shown here, and any head can be removed to see what depends on it.")
-        else:
-            head = icl.parse_head(ablate)
-            clean, abl = ui.cached("icl_ablation", (key, run.step, ablate),
-                                   lambda: icl.ablation_rows(run.model, settings, head))
-            maps = ui.cached("icl_maps", (key, run.step, ablate, int(example)),
-                             lambda: icl.example_maps(run.model, settings, int(example),
-                                                      icl.ablate_head(*head) if head else None))
-            il, ih, iscore = icl.best_head(clean["induction"], range(1, 2))
-            pl, ph, pscore = icl.best_head(clean["prev_token"], range(0, 1))
-            m1, m2 = st.columns(2)
-            with m1:
-                ui.chart(figures.attention_heatmap(maps["patterns"][il, ih], maps["tokens"],
-                                                   f"{icl.head_name(il, ih)}: the induction head", height=420),
-                         "icl_map_ind", f"Attention of head {icl.head_name(il, ih)} on a repeated sequence.")
-            with m2:
-                ui.chart(figures.attention_heatmap(maps["patterns"][pl, ph], maps["tokens"],
-                                                   f"{icl.head_name(pl, ph)}: the previous-token head", height=420),
-                         "icl_map_prev", f"Attention of head {icl.head_name(pl, ph)} on a repeated sequence.")
-            st.caption(f"The sequence repeats with period {settings.length}. An induction head's stripe runs parallel "
-                       f"to the diagonal, {settings.length - 1} positions to its left: the token at i reads the one "
-                       "just after its earlier copy. A previous-token head is the line just below the diagonal."
-                       + (f" These maps are with {ablate} ablated." if head else ""))
-            rows = [{"head": icl.head_name(l, h), "induction score": round(clean["induction"][l][h], 3),
-                     "previous-token score": round(clean["prev_token"][l][h], 3),
-                     **({f"induction score, {ablate} ablated": round(abl["induction"][l][h], 3)} if head else {})}
-                    for l in range(2) for h in range(settings.n_head)]
-            st.dataframe(rows, hide_index=True, key="icl_scores")
-            st.markdown("**What came out**\n" + "\n".join(
-                f"- {line}" for line in icl.findings(run.probes, {"head": head, "clean": clean, "ablated": abl}
-                                                     if head else None)))
-            if head is None:
-                st.caption(f"Try ablating {icl.head_name(pl, ph)}, the previous-token head the induction head reads "
-                           "through: a causal check, not only a correlation.")
+        with circuit:
+            if not ready:
+                st.caption("Once the model is trained, its induction head and the previous-token head that feeds it are "
+                           "shown here, and any head can be removed to see what depends on it.")
+            else:
+                head = icl.parse_head(ablate)
+                clean, abl = ui.cached("icl_ablation", (key, run.step, ablate),
+                                       lambda: icl.ablation_rows(run.model, settings, head))
+                maps = ui.cached("icl_maps", (key, run.step, ablate, int(example)),
+                                 lambda: icl.example_maps(run.model, settings, int(example),
+                                                          icl.ablate_head(*head) if head else None))
+                il, ih, iscore = icl.best_head(clean["induction"], range(1, 2))
+                pl, ph, pscore = icl.best_head(clean["prev_token"], range(0, 1))
+                m1, m2 = st.columns(2)
+                with m1:
+                    ui.chart(figures.attention_heatmap(maps["patterns"][il, ih], maps["tokens"],
+                                                       f"{icl.head_name(il, ih)}: the induction head", height=420),
+                             "icl_map_ind", f"Attention of head {icl.head_name(il, ih)} on a repeated sequence.")
+                with m2:
+                    ui.chart(figures.attention_heatmap(maps["patterns"][pl, ph], maps["tokens"],
+                                                       f"{icl.head_name(pl, ph)}: the previous-token head", height=420),
+                             "icl_map_prev", f"Attention of head {icl.head_name(pl, ph)} on a repeated sequence.")
+                st.caption(f"The sequence repeats with period {settings.length}. An induction head's stripe runs parallel "
+                           f"to the diagonal, {settings.length - 1} positions to its left: the token at i reads the one "
+                           "just after its earlier copy. A previous-token head is the line just below the diagonal."
+                           + (f" These maps are with {ablate} ablated." if head else ""))
+                rows = [{"head": icl.head_name(l, h), "induction score": round(clean["induction"][l][h], 3),
+                         "previous-token score": round(clean["prev_token"][l][h], 3),
+                         **({f"induction score, {ablate} ablated": round(abl["induction"][l][h], 3)} if head else {})}
+                        for l in range(2) for h in range(settings.n_head)]
+                st.dataframe(rows, hide_index=True, key="icl_scores")
+                st.markdown("**What came out**\n" + "\n".join(
+                    f"- {line}" for line in icl.findings(run.probes, clean, head, abl)))
+                if head is None:
+                    st.caption(f"Try ablating {icl.head_name(pl, ph)}, the previous-token head the induction head reads "
+                               "through: a causal check, not only a correlation.")
 
         with st.expander("Definitions", icon=":material/info:"):
             st.markdown(

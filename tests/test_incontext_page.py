@@ -46,7 +46,8 @@ def test_training_draws_the_curves_the_maps_and_what_came_out():
     assert ind["data"][0]["y"] == [m["induction"][0][0] for _, m in run.probes]  # the lines are the probes
     assert any(t.endswith("the induction head") for t in titles(at))
     found = next(m.value for m in at.markdown if "What came out" in m.value)
-    for line in icl.findings(run.probes):
+    clean, _ = icl.ablation_rows(run.model, icl.InductionSettings(steps=250, seed=3), None)
+    for line in icl.findings(run.probes, clean):
         assert line in found
     assert at.query_params["icl_trained"] == "1"
     table = at.dataframe[0].value
