@@ -415,8 +415,11 @@ def _incontext(args) -> dict:
         fs = fewshot.FewShotSettings(seed=args.seed, steps=args.fewshot_steps)
         fmodel, _, fwall = fewshot.train(fs)
         rows = fewshot.accuracy_by_shots(fmodel, fs)
-        out["fewshot"] = {"settings": dataclasses.asdict(fs), "wall_seconds": round(fwall, 2), "by_shots": rows}
-        print(f"few-shot letter mappings ({fs.n_letters} letters, held-out mappings, {fs.steps} steps, {fwall:.0f} s):")
+        example = fewshot.prompt_text(fs, 4, seed=args.seed)
+        out["fewshot"] = {"settings": dataclasses.asdict(fs), "wall_seconds": round(fwall, 2), "by_shots": rows,
+                          "example": example}
+        print(f"few-shot letter mappings ({fs.n_letters} letters, held-out mappings, {fs.steps} steps, {fwall:.0f} s; "
+              f"prompt e.g. {example['prompt']!r} -> {example['answer']!r}):")
         for r in rows:
             print(f"  {r['shots']} examples: accuracy {r['accuracy']:.1%} (ideal {r['ideal']:.1%}, chance {r['chance']:.1%}; "
                   f"query shown {r['accuracy_seen'] if r['accuracy_seen'] is None else format(r['accuracy_seen'], '.1%')}, "
