@@ -16,6 +16,7 @@ import ui
 # default of one OpenMP thread per core, training under that contention ran ~15x slower (measured:
 # 51 steps in 25 s instead of 400 in 15 s with Chromium drawing the live charts on this 2-core machine).
 torch.set_num_threads(1)
+ui.import_table_libraries()
 
 S = st.session_state
 S.app_shell = True  # pages check this: they were opened through this navigation

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 import atexit
+import threading
 import uuid
 from collections import OrderedDict
 from typing import Callable
@@ -43,6 +44,20 @@ def scheduler() -> Scheduler:
     s = Scheduler()
     atexit.register(s.shutdown)
     return s
+
+
+_IMPORTS = threading.Lock()
+
+
+def import_table_libraries() -> None:
+    """Import pandas and pyarrow once, one session at a time. Streamlit imports them lazily on the
+    first table; when several sessions draw their first table at the same moment, the two
+    libraries' imports of each other cross between threads, and Python's deadlock guard hands one
+    thread a half-initialised module ("partially initialized module 'pandas' has no attribute
+    'Series'", seen in ``scripts/load.py --scenario incontext``)."""
+    with _IMPORTS:
+        import pandas  # noqa: F401
+        import pyarrow  # noqa: F401
 
 
 def holder() -> str:

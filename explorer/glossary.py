@@ -23,6 +23,17 @@ TERMS = {
     "window": "A sliding window: each query looks only at the last w positions, itself included.",
     "w_min": "The dynamic window's smallest width: w = max(w_min, ⌈2√T_ctx⌉), T_ctx being the model's context.",
     "context": "The longest sequence a model reads at once (its block size).",
+    "key/value cache": "What a model keeps while it writes: each layer's keys and values of the positions read so "
+                       "far, so a new token is read alone instead of the whole text again. A window keeps only the "
+                       "last w; linear attention keeps a running state of fixed size.",
+    "receptive field": "The earlier positions that can change a position's output. With windows of w keys in L "
+                       "stacked layers it reaches L (w − 1) positions back.",
+    "induction head": "A head that attends from a token to the position just after an earlier copy of that token, "
+                      "and copies what it finds there: it continues patterns seen earlier in the context.",
+    "previous-token head": "A head that attends from each position to the one before it; an induction head reads "
+                           "through it.",
+    "ablation": "Removing one part (here: zeroing one head's output) and measuring what changes: a causal check.",
+    "few-shot": "Learning a task from a few examples in the prompt, with no change to the weights.",
     "φ (phi)": "Linear attention's feature map, φ(x) = elu(x) + 1: positive features whose dot products stand in "
                "for softmax's exponentials.",
     "positional encoding": "How a model learns where a token is: a table added to the embeddings (sinusoidal, "

@@ -356,23 +356,40 @@ def fewshot_findings(rows: list) -> list[str]:
         return []
     by = {r["shots"]: r for r in rows}
     lo, hi = min(by), max(by)
+    best = (f"the best possible is {by[hi]['ideal']:.0%}: a query whose letter was not among the examples can only be "
+            "guessed" if by[hi]["ideal"] < 1 else "the best possible is 100%: every letter was among the examples")
     out = [f"With {lo} examples the model is right {by[lo]['accuracy']:.0%} of the time (chance: {by[lo]['chance']:.0%}); "
-           f"with {hi}, {by[hi]['accuracy']:.0%} (the best possible is {by[hi]['ideal']:.0%}: a query whose letter was "
-           "not among the examples can only be guessed)."]
-    if by[hi]["accuracy_seen"] is not None:
-        out.append(f"When the query's letter was among the {hi} examples, it is right {by[hi]['accuracy_seen']:.0%} of "
-                   "the time, on mappings it never saw in training: it reads the answer from the prompt.")
+           f"with {hi}, {by[hi]['accuracy']:.0%} ({best})."]
+    shown = [r for r in rows if r["accuracy_seen"] is not None]
+    if shown:
+        best = max(shown, key=lambda r: r["accuracy_seen"])
+        k, acc, chance = best["shots"], best["accuracy_seen"], best["chance"]
+        if acc >= 2 * chance:
+            out.append(f"When the query's letter was among the examples it is right up to {acc:.0%} of the time "
+                       f"({k} examples), on mappings it never saw in training, where chance is {chance:.0%}: it reads "
+                       "the answer from the prompt.")
+        else:
+            out.append(f"Even when the query's letter was among the examples it is right at most {acc:.0%} of the time "
+                       f"(chance: {chance:.0%}): it has not learned to read the answer from the prompt yet.")
+    unseen = [r["accuracy_unseen"] for r in rows if r["accuracy_unseen"] is not None]
+    if unseen:
+        span = f"{min(unseen):.0%}" if f"{min(unseen):.0%}" == f"{max(unseen):.0%}" else f"{min(unseen):.0%}–{max(unseen):.0%}"
+        out.append(f"When it was not, it is right {span} of the time: nothing in the prompt tells the answer, so the "
+                   "best it can do is guess.")
     return out
 
 
 @torch.no_grad()
-def fewshot_example(model: Optional[GPT], settings, shots: int, seed: int = 7) -> dict:
-    """One held-out prompt with ``shots`` examples, its answer, and (given a model) what it says."""
-    from .fewshot import prompts
+def fewshot_example(model: Optional[GPT], settings, shots: int, seed: int = 0) -> dict:
+    """A held-out prompt with ``shots`` examples whose query letter is among them (the first such
+    from ``seed`` on), its answer, and (given a model) what the model says."""
+    from .fewshot import prompt_text, prompts
 
-    ids, answer, _, _ = prompts(torch.Generator().manual_seed(seed), 1, shots, settings, "held_out")
-    tok = settings.tokenizer
-    said = None
+    while not prompt_text(settings, shots, seed)["seen"]:
+        seed += 1
+    shown = prompt_text(settings, shots, seed)
+    shown["said"] = None
     if model is not None:
-        said = tok.decode([int(model.eval()(ids).logits[0, -1].argmax())])
-    return {"prompt": tok.decode(ids[0].tolist()), "answer": tok.decode([int(answer[0])]), "said": said}
+        ids, _, _, _ = prompts(torch.Generator().manual_seed(seed), 1, shots, settings, "held_out")
+        shown["said"] = settings.tokenizer.decode([int(model.eval()(ids).logits[0, -1].argmax())])
+    return shown

@@ -207,8 +207,11 @@ if tab_ind.open:
 if tab_fs.open:
     with tab_fs:
         st.markdown(f"Each sequence brings its own mapping of the letters {md_escape(DF.alphabet)}, shown only as "
-                    "examples; the model must answer a query from the examples alone. Accuracy is measured on "
-                    "mappings never seen in training, against the number of examples in the prompt.")
+                    "examples — a letter, its image, a comma — and then a letter to map: the model must answer from "
+                    "the examples alone. Accuracy is measured on mappings never seen in training, against the number "
+                    "of examples in the prompt. The model has two layers of attention and no MLP, like the induction "
+                    "model: the lookup is the induction pattern (find the earlier copy of the letter, read what "
+                    "follows it).")
         fsettings = fewshot.FewShotSettings(steps=int(fs_steps), seed=int(fs_seed))
         fkey = ("fewshot", fsettings)
         fhandle, frun, fstatus = current("icl_fs_handle", "icl_fs_stopped", fkey)

@@ -31,7 +31,7 @@ from explorer.lessons import LESSONS  # noqa: E402
 from explorer.pages import PAGES  # noqa: E402
 from scripts.appserver import DRAWN, app_server, chromium, offline_context, wait_until_idle  # noqa: E402
 
-LESSON_CHARTS = {"attention_lab": 3, "complexity": 4, "positions": 4, "multimodal": 3}  # charts of a lesson's finished view
+LESSON_CHARTS = {"attention_lab": 3, "complexity": 4, "positions": 4, "multimodal": 3, "incontext": 5, "memory": 3}  # charts of a lesson's finished view
 
 
 def open_and_time(browser, url: str, charts: int, timeout_s: float = 300) -> dict:

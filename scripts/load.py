@@ -5,6 +5,8 @@ ForwardMsg, as the browser's frontend speaks it, without drawing anything).
     python scripts/load.py --scenario classroom --sessions 30 [--measurers 5 --changers 5] [--distinct-seeds]
     python scripts/load.py --scenario experts --sessions 10 [--steps 100] [--distinct-seeds]
     python scripts/load.py --scenario multimodal --sessions 10 [--steps 100] [--distinct-seeds]
+    python scripts/load.py --scenario incontext --sessions 10 --steps 250 [--distinct-seeds]
+    python scripts/load.py --scenario memory --sessions 10 [--distinct-seeds]
 
 ``controls`` (the default): N sessions open the Attention Lab at once; each types its own input,
 then changes the head count and attention kind a few times. Reported: completions, p50/p95 of the
@@ -336,6 +338,12 @@ class TrainPage:
 TRAIN_PAGES = {
     "experts": TrainPage("experts", "moe_steps={steps}&moe_seed={seed}", "moe_train", "Trained {steps} of {steps} steps",
                          ("moe_input", "string_value", "abcdef"), "Answer:"),
+    "incontext": TrainPage("incontext", "icl_steps={steps}&icl_seed={seed}", "icl_train",
+                           "Trained {steps} of {steps} steps", ("icl_ablate", "string_value", "L0 H1"),
+                           "With L0 H1 ablated"),
+    "memory": TrainPage("memory", "mem_tab=Speed+and+memory&mem_max_n=256&mem_seed={seed}", "mem_measure",
+                        "Measured 18 points on this server", ("mem_attention", "string_value", "softmax"),
+                        "Full softmax attention lets every token"),  # --steps unused: Measure, not Train
     "multimodal": TrainPage("multimodal", "mm_steps={steps}&mm_seed={seed}&mm_until_learned=false", "mm_train",
                             "What came out", ("mm_head", "string_value", "2"), "head 2"),
 }
@@ -431,7 +439,7 @@ def main() -> None:
     ap.add_argument("--train-limit", type=float, default=300.0, help="classroom: give up on a run after this")
     ap.add_argument("--think", type=float, default=1.0, help="classroom: seconds a changer waits between changes")
     ap.add_argument("--steps", "--experts-steps", type=int, default=100,
-                    help="experts, multimodal: training steps of each model")
+                    help="experts, multimodal, incontext: training steps of each model (incontext: 250, 500, 1000, ...)")
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds one rerun may take")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()

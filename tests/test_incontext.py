@@ -177,3 +177,40 @@ def test_ideal_accuracy():
     s = fewshot.FewShotSettings(n_letters=8)
     assert fewshot.ideal(0, s) == 1 / 8 and fewshot.ideal(8, s) == 1.0
     assert fewshot.ideal(4, s) == pytest.approx(0.5 + 0.5 / 8)
+
+
+def test_the_page_findings_follow_the_measured_rows():
+    from explorer import incontext as icl
+
+    learned = [{"shots": 0, "accuracy": 0.119, "accuracy_seen": None, "accuracy_unseen": 0.119, "ideal": 0.125, "chance": 0.125},
+               {"shots": 4, "accuracy": 0.518, "accuracy_seen": 0.888, "accuracy_unseen": 0.114, "ideal": 0.5625, "chance": 0.125},
+               {"shots": 8, "accuracy": 0.787, "accuracy_seen": 0.787, "accuracy_unseen": None, "ideal": 1.0, "chance": 0.125}]
+    said = " ".join(icl.fewshot_findings(learned))
+    assert "With 0 examples the model is right 12% of the time (chance: 12%); with 8, 79%" in said
+    assert "right up to 89% of the time (4 examples)" in said and "it reads the answer from the prompt" in said
+    assert "When it was not, it is right 11%–12% of the time" in said
+    stuck = [dict(r, accuracy_seen=None if r["accuracy_seen"] is None else 0.2) for r in learned]
+    assert "it has not learned to read the answer from the prompt yet" in " ".join(icl.fewshot_findings(stuck))
+    series = icl.fewshot_series(learned)
+    assert series["model"] == ([0, 4, 8], [0.119, 0.518, 0.787])
+    assert series["model, when the query was among the examples"] == ([4, 8], [0.888, 0.787])
+
+
+def test_the_induction_findings_name_the_phase_change_and_the_ablation():
+    from explorer import incontext as icl
+
+    def m(ind, prev, first, rep):
+        return {"induction": ind, "prev_token": prev, "loss_first": first, "loss_repeat": rep}
+
+    probes = [(0, m([[0.0, 0.0], [0.1, 0.0]], [[0.1, 0.1], [0.0, 0.0]], 3.3, 3.3)),
+              (25, m([[0.0, 0.0], [0.6, 0.1]], [[0.8, 0.1], [0.0, 0.0]], 3.6, 0.4))]
+    probes[1][1]["train_seconds"] = 12.0
+    lines = icl.findings(probes)
+    assert lines[0].startswith("**The phase change**: L1 H0's induction score crossed 0.5 at step 25 after 12 s")
+    assert "fallen from 3.30 to 0.40 nats" in lines[0] and "went from 3.30 to 3.60" in lines[0]
+    assert "L0 H0 is the strongest previous-token head (score 0.80)" in lines[1]
+    ablated = m([[0.0, 0.0], [0.2, 0.1]], [[0.0, 0.1], [0.0, 0.0]], 3.6, 2.0)
+    last = icl.findings(probes, probes[1][1], (0, 0), ablated)[-1]
+    assert last == ("With L0 H0 ablated (its output zeroed), L1 H0's induction score goes from 0.60 to 0.20 and the "
+                    "repeated-half loss from 0.40 to 2.00 nats.")
+    assert icl.findings(probes[:1])[0].startswith("No head's induction score has reached 0.5 yet")
