@@ -366,7 +366,7 @@ def fewshot_findings(rows: list) -> list[str]:
         k, acc, chance = best["shots"], best["accuracy_seen"], best["chance"]
         if acc >= 2 * chance:
             out.append(f"When the query's letter was among the examples it is right up to {acc:.0%} of the time "
-                       f"({k} examples), on mappings it never saw in training, where chance is {chance:.0%}: it reads "
+                       f"(with {k} example{'s' if k != 1 else ''}), on mappings it never saw in training, where chance is {chance:.0%}: it reads "
                        "the answer from the prompt.")
         else:
             out.append(f"Even when the query's letter was among the examples it is right at most {acc:.0%} of the time "

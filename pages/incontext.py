@@ -223,7 +223,7 @@ if tab_fs.open:
         b1.button("▶ Train", on_click=start_fewshot, args=(fsettings,), disabled=ftraining, type="primary",
                   key="icl_fs_train", help="Train the few-shot model on this server.")
         b2.button("■ Stop", on_click=stop_fewshot, disabled=not ftraining, key="icl_fs_stop")
-        fstatus_slot, facc_slot, fsaid_slot = b3.empty(), st.empty(), st.empty()
+        fstatus_slot, fprogress_slot, facc_slot, fsaid_slot = b3.empty(), st.empty(), st.empty(), st.empty()
         ui.mark_finished("icl_fs_trained", fstatus == "done")
         if fstatus in ("failed", "refused"):
             st.error(f"The run could not go on: {fhandle.error}.", icon=":material/error:")
@@ -233,6 +233,8 @@ if tab_fs.open:
             fstatus_slot.markdown(f"**Training…** step {step} of {fsettings.steps}" if ftraining else
                                   (f"Trained {step} of {fsettings.steps} steps." if now is not None else
                                    "Not trained yet: press **Train**."))
+            if ftraining:
+                fprogress_slot.progress(step / fsettings.steps, text=f"step {step}/{fsettings.steps}")
             if now is None or not now.probes:
                 return
             rows = now.probes[-1][1]["by_shots"]
@@ -243,9 +245,9 @@ if tab_fs.open:
             fsaid_slot.markdown("\n".join(f"- {line}" for line in icl.fewshot_findings(rows)))
 
         if ftraining:
-            ui.live(fhandle, lambda: draw_fs(fhandle.job.live()), [fstatus_slot, facc_slot, fsaid_slot])
+            ui.live(fhandle, lambda: draw_fs(fhandle.job.live()), [fstatus_slot, fprogress_slot, facc_slot, fsaid_slot])
         else:
             draw_fs(frun)
         shown = icl.fewshot_example(frun.model if frun is not None and not ftraining else None, fsettings, 4)
-        st.caption(f"A held-out prompt with 4 examples: `{md_escape(shown['prompt'])}`, answer `{md_escape(shown['answer'])}`"
-                   + (f"; the model says `{md_escape(shown['said'])}`" if shown["said"] is not None else "") + ".")
+        st.caption(f"A held-out prompt with 4 examples: `{shown['prompt']}`, answer `{shown['answer']}`"  # generated letters
+                   + (f"; the model says `{shown['said']}`" if shown["said"] is not None else "") + ".")

@@ -187,7 +187,7 @@ def test_the_page_findings_follow_the_measured_rows():
                {"shots": 8, "accuracy": 0.787, "accuracy_seen": 0.787, "accuracy_unseen": None, "ideal": 1.0, "chance": 0.125}]
     said = " ".join(icl.fewshot_findings(learned))
     assert "With 0 examples the model is right 12% of the time (chance: 12%); with 8, 79%" in said
-    assert "right up to 89% of the time (4 examples)" in said and "it reads the answer from the prompt" in said
+    assert "right up to 89% of the time (with 4 examples)" in said and "it reads the answer from the prompt" in said
     assert "When it was not, it is right 11%–12% of the time" in said
     stuck = [dict(r, accuracy_seen=None if r["accuracy_seen"] is None else 0.2) for r in learned]
     assert "it has not learned to read the answer from the prompt yet" in " ".join(icl.fewshot_findings(stuck))
