@@ -258,6 +258,13 @@ def head_choices(settings: InductionSettings) -> list[str]:
     return [NO_ABLATION] + [head_name(l, h) for l in range(2) for h in range(settings.n_head)]
 
 
+def induction_title(layer: int, head: int, score: float) -> str:
+    """A map's title: "the induction head" only once its score has reached ``THRESHOLD``."""
+    if score >= THRESHOLD:
+        return f"{head_name(layer, head)}: the induction head (score {score:.2f})"
+    return f"{head_name(layer, head)}: layer {layer}'s highest induction score ({score:.2f}), not an induction head yet"
+
+
 def layer_heads(settings: InductionSettings, layer: int) -> list[str]:
     return [head_name(layer, h) for h in range(settings.n_head)]
 

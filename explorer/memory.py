@@ -337,6 +337,16 @@ class MeasureJob(Job):
         self._models = {}
 
 
+def measured_model_words(settings: MeasureSettings) -> str:
+    """The model the measurement times, in words, from the settings it is built with."""
+    from .kvcache import MemorySettings as Bench
+
+    b = Bench()
+    return (f"The model measured is untrained at the Lab's size ({b.n_layer} layers, width {b.n_embd}, {b.n_head} heads, "
+            f"window {b.window}); {settings.new_tokens} characters are written per point and the fastest of "
+            f"{settings.repeats} runs counts.")
+
+
 def speedup_lines(rows: list[dict]) -> list[str]:
     """What came out, in sentences, from the measured rows."""
     by = {(r["kind"], r["context"], r["cached"]): r for r in rows}

@@ -115,13 +115,15 @@ add(PageSpec(
     )))
 
 add(PageSpec(
-    "incontext", "In-context learning", "pages/incontext.py", ":material/repeat:", "icl_", charts=0,
+    "incontext", "In-context learning", "pages/incontext.py", ":material/repeat:", "icl_", charts=2,
     reserved=("icl_trained", "icl_fs_trained"), order=60, defaults="explorer.incontext:url_defaults", shots=(
         Shot("incontext", "?icl_trained=1", 5, "In-context learning after training: the repeated half's loss falls "
              "as an induction head forms; each head's induction and previous-token scores; the induction head's "
              "offset stripe and the previous-token head that feeds it."),
         Shot("incontext_ablated", "?icl_trained=1&icl_ablate=L0+H2", 5, "The causal check: with the previous-token "
              "head ablated, the induction head's stripe fades and its score falls."),
+        Shot("incontext_untrained", "", 2, "In-context learning on first open: the untrained model's heads, no "
+             "stripe yet."),
         Shot("incontext_fewshot", "?icl_tab=Few-shot&icl_fs_trained=1", 1, "Few-shot: accuracy on held-out letter "
              "mappings against the number of examples in the prompt."),
     )))

@@ -15,6 +15,14 @@ DEFAULTS = icl.url_defaults()
 TABS = ["Induction heads", "Few-shot"]
 
 
+@st.cache_resource(max_entries=8)
+def untrained(settings):
+    """The model before training: seeded, read-only, the same for everyone."""
+    from explorer.model import build_model
+
+    return build_model(settings.model_config(), settings.seed).eval()
+
+
 def start(settings):
     stop()
     S.icl_handle = ui.submit(icl.training_job(settings))
@@ -150,26 +158,28 @@ if tab_ind.open:
             draw(run)
 
         with circuit:
-            if not ready:
-                st.caption("Once the model is trained, its induction head and the previous-token head that feeds it are "
-                           "shown here, and any head can be removed to see what depends on it.")
+            if training:
+                st.caption("When training ends (or you stop it), the model's induction head and the previous-token head "
+                           "that feeds it are shown here, and any head can be removed to see what depends on it.")
             else:
+                shown, step = (run.model, run.step) if ready else (untrained(settings), 0)
                 head = icl.parse_head(ablate)
-                clean, abl = ui.cached("icl_ablation", (key, run.step, ablate),
-                                       lambda: icl.ablation_rows(run.model, settings, head))
-                maps = ui.cached("icl_maps", (key, run.step, ablate, int(example)),
-                                 lambda: icl.example_maps(run.model, settings, int(example),
+                clean, abl = ui.cached("icl_ablation", (key, step, ablate),
+                                       lambda: icl.ablation_rows(shown, settings, head))
+                maps = ui.cached("icl_maps", (key, step, ablate, int(example)),
+                                 lambda: icl.example_maps(shown, settings, int(example),
                                                           icl.ablate_head(*head) if head else None))
                 il, ih, iscore = icl.best_head(clean["induction"], range(1, 2))
                 pl, ph, pscore = icl.best_head(clean["prev_token"], range(0, 1))
                 m1, m2 = st.columns(2)
                 with m1:
                     ui.chart(figures.attention_heatmap(maps["patterns"][il, ih], maps["tokens"],
-                                                       f"{icl.head_name(il, ih)}: the induction head", height=420),
+                                                       icl.induction_title(il, ih, iscore), height=420),
                              "icl_map_ind", f"Attention of head {icl.head_name(il, ih)} on a repeated sequence.")
                 with m2:
                     ui.chart(figures.attention_heatmap(maps["patterns"][pl, ph], maps["tokens"],
-                                                       f"{icl.head_name(pl, ph)}: the previous-token head", height=420),
+                                                       f"{icl.head_name(pl, ph)}: layer 0's strongest previous-token head ({pscore:.2f})",
+                                                       height=420),
                              "icl_map_prev", f"Attention of head {icl.head_name(pl, ph)} on a repeated sequence.")
                 st.caption(f"The sequence repeats with period {settings.length}. An induction head's stripe runs parallel "
                            f"to the diagonal, {settings.length - 1} positions to its left: the token at i reads the one "
@@ -180,9 +190,13 @@ if tab_ind.open:
                          **({f"induction score, {ablate} ablated": round(abl["induction"][l][h], 3)} if head else {})}
                         for l in range(2) for h in range(settings.n_head)]
                 st.dataframe(rows, hide_index=True, key="icl_scores")
-                st.markdown("**What came out**\n" + "\n".join(
-                    f"- {line}" for line in icl.findings(run.probes, clean, head, abl)))
-                if head is None:
+                if ready:
+                    st.markdown("**What came out**\n" + "\n".join(
+                        f"- {line}" for line in icl.findings(run.probes, clean, head, abl)))
+                else:
+                    st.caption("These are the untrained model's heads (random weights, seed "
+                               f"{settings.seed}): no stripe yet. Press **Train** and watch one form.")
+                if ready and head is None:
                     st.caption(f"Try ablating {icl.head_name(pl, ph)}, the previous-token head the induction head reads "
                                "through: a causal check, not only a correlation.")
 

@@ -227,8 +227,7 @@ with tab_speed:
             draw()
         st.caption("Without a cache every new character reads the whole text again, so writing slows as the text grows; "
                    "with one, each character is read once. Full attention's cache grows with the text; a window's and "
-                   "linear attention's do not. The model measured is untrained at the Lab's size (2 layers, width 64, "
-                   "4 heads, window 8); the fastest of 3 runs counts.")
+                   "linear attention's do not. " + mem.measured_model_words(msettings))
 
 with st.expander("How it works", icon=":material/info:"):
     st.markdown(

@@ -26,7 +26,9 @@ def expect_grid_heads(page, n: int, timeout_s: float = 20) -> None:
 
 
 def pick(page, label: str, option: str) -> None:
-    page.get_by_test_id("stSelectbox").filter(has=page.get_by_text(label, exact=True)).first.click()
+    box = page.get_by_test_id("stSelectbox").filter(has=page.get_by_text(label, exact=True)).first
+    box.evaluate("e => e.scrollIntoView({block: 'center'})")  # room below it for the list of options
+    box.click()
     page.get_by_role("option", name=option, exact=True).click()
     wait_until_idle(page)
 

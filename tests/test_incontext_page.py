@@ -33,6 +33,14 @@ def test_first_open_says_what_to_do():
     at = open_page(PAGE, timeout=60)
     assert any("Not trained yet" in m.value for m in at.markdown)
     assert any("Induction score" in m.value for m in at.markdown)  # the definitions
+    maps = [t for t in titles(at) if t.startswith(("L0 ", "L1 "))]  # the untrained model's two heads
+    assert len(maps) == 2 and "not an induction head yet" in maps[0] and "strongest previous-token head" in maps[1]
+    assert any("untrained model's heads" in c for c in texts(at.caption))
+    untrained = icl.build_model(icl.InductionSettings().model_config(), 0)
+    clean, _ = icl.ablation_rows(untrained, icl.InductionSettings(), None)
+    table = at.dataframe[0].value
+    assert list(table["induction score"]) == [round(x, 3) for layer in clean["induction"] for x in layer]
+    assert not any("What came out" in m.value for m in at.markdown)
 
 
 def test_training_draws_the_curves_the_maps_and_what_came_out():
@@ -44,7 +52,7 @@ def test_training_draws_the_curves_the_maps_and_what_came_out():
     ind = next(sp for sp in plotly_specs(at) if sp["layout"]["title"]["text"] == "induction score of each head")
     assert [t["name"] for t in ind["data"]] == [f"L{l} H{h}" for l in range(2) for h in range(4)]
     assert ind["data"][0]["y"] == [m["induction"][0][0] for _, m in run.probes]  # the lines are the probes
-    assert any(t.endswith("the induction head") for t in titles(at))
+    assert any(t.startswith("L1 ") and "induction" in t for t in titles(at))
     found = next(m.value for m in at.markdown if "What came out" in m.value)
     clean, _ = icl.ablation_rows(run.model, icl.InductionSettings(steps=250, seed=3), None)
     for line in icl.findings(run.probes, clean):

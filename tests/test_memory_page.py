@@ -100,3 +100,6 @@ def test_measuring_draws_speed_and_memory_and_says_what_came_out():
     lines = [m.value for m in at.markdown if "the cache makes writing" in m.value]
     assert lines and "**softmax**" in lines[0] and "grows with the text" in lines[0] and "stays the same size" in lines[0]
     assert at.query_params["mem_measured"] == "1"
+    words = mem.measured_model_words(mem.MeasureSettings(("softmax", "linear"), 256))
+    assert "2 layers, width 64, 4 heads, window 8" in words and "fastest of 3 runs" in words
+    assert any(words in c for c in texts(at.caption))
