@@ -6,7 +6,7 @@
     python -m explorer.bench moe --seconds 30 --json results.json [--experts 4 --top-k 1]
     python -m explorer.bench multimodal --json results.json [--fusions cross early --steps 1500]
     python -m explorer.bench memory --json results.json [--contexts 64 128 256 512 1024 --new-tokens 32]
-    python -m explorer.bench incontext --json results.json [--threads 2 --seed 0 --fewshot-steps 1000]
+    python -m explorer.bench incontext --json results.json [--threads 1 --seed 0 --fewshot-steps 1500]
 
 ``lab``: the Attention Lab's figures: how long ``reverse`` (length 16) takes to reach 99% token
 accuracy at the page's default settings, and (through ``scripts/bench_page.py``, which runs the
@@ -380,7 +380,7 @@ def _incontext_args(p: argparse.ArgumentParser) -> None:
     from .incontext import InductionSettings
 
     d, f = defaults(InductionSettings), defaults(FewShotSettings)
-    p.add_argument("--threads", type=int, default=2, help="torch threads")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (the app gives each run one: the same seed gives the page's figures)")
     p.add_argument("--seed", type=int, default=d["seed"])
     p.add_argument("--max-steps", type=int, default=d["steps"], help="most steps of the induction model")
     p.add_argument("--fewshot-steps", type=int, default=f["steps"], help="training steps of the few-shot model (0: skip)")
