@@ -24,9 +24,8 @@ import torch
 
 from .attention import ATTENTION
 from .config import ModelConfig
-from .encodings import ENCODINGS
 from .jobs import Job
-from .kvcache import KVCache, cache_problem, check_fits, past_context_reason, reachable
+from .kvcache import KVCache, cache_problem, check_fits, reachable
 from .tasks import CharTokenizer, UnknownCharacters
 
 TOKENIZER = CharTokenizer("\n" + string.ascii_letters + string.digits + string.punctuation + " ")
@@ -248,14 +247,6 @@ def reach_words(settings: MemorySettings) -> str:
     back = kind.reach(config)
     return (f"One layer of {kind.name} reads {back} characters back; {config.n_layer} layers stacked reach "
             f"{config.n_layer * back} back ({config.n_layer} × {back}), within the context of {config.block_size}")
-
-
-def past_context(settings: MemorySettings) -> str:
-    return past_context_reason(settings.config())
-
-
-def encoding_names() -> list[str]:
-    return ENCODINGS.names()
 
 
 def kind_names() -> list[str]:
