@@ -21,8 +21,7 @@ def untrained(settings):
 
 
 def set_turns(turns) -> None:
-    S.mem_turns = list(turns)
-    st.query_params["mem_turn"] = list(turns)
+    S.mem_turns = list(turns)  # the link follows in the run this callback starts
 
 
 def add_turn() -> None:
@@ -64,7 +63,7 @@ if "mem_turns" not in S:  # first run: the link's turns, each checked, or the ex
     kept, dropped = mem.clean_turns(linked)
     S.mem_link_dropped = dropped
     set_turns(kept if linked else mem.DEFAULT_TURNS)
-elif st.query_params.get_all("mem_turn") != S.mem_turns:
+if st.query_params.get_all("mem_turn") != S.mem_turns:
     st.query_params["mem_turn"] = S.mem_turns  # the link always carries the conversation
 
 st.title("Memory")
