@@ -392,9 +392,10 @@ def fewshot_example(model: Optional[GPT], settings, shots: int, seed: int = 0) -
     from ``seed`` on), its answer, and (given a model) what the model says."""
     from .fewshot import prompt_text, prompts
 
-    while not prompt_text(settings, shots, seed)["seen"]:
-        seed += 1
     shown = prompt_text(settings, shots, seed)
+    while not shown["seen"]:
+        seed += 1
+        shown = prompt_text(settings, shots, seed)
     shown["said"] = None
     if model is not None:
         ids, _, _, _ = prompts(torch.Generator().manual_seed(seed), 1, shots, settings, "held_out")
