@@ -71,6 +71,36 @@ def submit(job) -> Handle:
     return scheduler().submit(job, holder())
 
 
+def start_job(name: str, job) -> Handle:
+    """Submit ``job`` as this session's job ``name`` (a session-state key), letting go of the one it
+    replaces."""
+    stop_job(name)
+    S[name] = submit(job)
+    return S[name]
+
+
+def stop_job(name: str) -> None:
+    """Let go of this session's job ``name`` (the last holder's release cancels it), keeping what it
+    had, with its key, for ``current_job``."""
+    handle = S.pop(name, None)
+    if handle is not None:
+        S[f"{name}_stopped"] = (handle.job.key, handle.job.live())
+        handle.release(holder())
+
+
+def current_job(name: str, key) -> tuple:
+    """``(handle, run, status)`` of this session's job ``name`` if it is the work ``key`` describes
+    (the controls' view; otherwise no handle): its live view, or what Stop kept of that work."""
+    handle = S.get(name)
+    if handle is not None and handle.job.key != key:
+        handle = None  # the controls changed since: that work is not this view
+    run = handle.job.live() if handle is not None else None
+    stopped = S.get(f"{name}_stopped")
+    if run is None and stopped is not None and stopped[0] == key:
+        run = stopped[1]
+    return handle, run, (handle.status if handle is not None else None)
+
+
 @st.cache_resource
 def app_icon():
     """The browser tab's icon, drawn here (a causal attention pattern, viridis): a Material icon as

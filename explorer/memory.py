@@ -283,7 +283,7 @@ class MeasureJob(Job):
 
     def __init__(self, settings: MeasureSettings):
         self.settings = settings
-        self.key = ("memory-measure", settings)
+        self.key = self.key_of(settings)
         self.title = "measuring generation"
         self.peak_bytes = settings.peak_bytes()
         self._todo = settings.points()
@@ -300,6 +300,11 @@ class MeasureJob(Job):
                                  n_embd=b.n_embd, n_head=b.n_head, attention=kind, window=b.window, encoding=b.encoding)
             self._models[kind] = build_model(config, self.settings.seed).eval()
         return self._models[kind]
+
+    @staticmethod
+    def key_of(settings: MeasureSettings) -> tuple:
+        """The work a measurement does, as the scheduler shares it: its settings."""
+        return ("memory-measure", settings)
 
     @torch.no_grad()
     def step(self, slice_s: float) -> bool:

@@ -23,42 +23,6 @@ def untrained(settings):
     return build_model(settings.model_config(), settings.seed).eval()
 
 
-def start(settings):
-    stop()
-    S.icl_handle = ui.submit(icl.training_job(settings))
-
-
-def stop():
-    handle = S.pop("icl_handle", None)
-    if handle is not None:
-        S.icl_stopped = (handle.job.key, handle.job.live())  # keep what it had
-        handle.release(ui.holder())
-
-
-def start_fewshot(settings):
-    stop_fewshot()
-    S.icl_fs_handle = ui.submit(fewshot.training_job(settings))
-
-
-def stop_fewshot():
-    handle = S.pop("icl_fs_handle", None)
-    if handle is not None:
-        S.icl_fs_stopped = (handle.job.key, handle.job.live())
-        handle.release(ui.holder())
-
-
-def current(handle_key: str, stopped_key: str, key):
-    """(handle or None, the run to show or None, its status)."""
-    handle = S.get(handle_key)
-    if handle is not None and handle.job.key != key:
-        handle = None  # the controls changed since: that run is not this view
-    run = handle.job.live() if handle is not None else None
-    stopped = S.get(stopped_key)
-    if run is None and stopped is not None and stopped[0] == key:
-        run = stopped[1]
-    return handle, run, (handle.status if handle is not None else None)
-
-
 st.title("In-context learning")
 st.caption("A model that learns from its own context: after one look at a sequence it predicts the repeat. Train a "
            "two-layer, attention-only transformer and watch the circuit behind it, the **induction head**, form.")
@@ -92,15 +56,16 @@ if tab_ind.open:
         settings = icl.InductionSettings(length=int(length), min_length=min(D.min_length, int(length)),
                                          n_head=int(heads), encoding=encoding, steps=int(steps), seed=int(seed))
         key = ("incontext", settings)
-        handle, run, status = current("icl_handle", "icl_stopped", key)
+        handle, run, status = ui.current_job("icl_handle", key)
         if ui.arrived_to_run(PAGE, "icl_trained") and handle is None:
-            start(settings)
-            handle, run, status = current("icl_handle", "icl_stopped", key)
+            ui.start_job("icl_handle", icl.training_job(settings))
+            handle, run, status = ui.current_job("icl_handle", key)
         training = status in ("queued", "running")
         c1, c2, c3 = st.columns([1, 1, 6])
-        c1.button("▶ Train", on_click=start, args=(settings,), disabled=training, type="primary", key="icl_train",
+        c1.button("▶ Train", on_click=lambda: ui.start_job("icl_handle", icl.training_job(settings)),
+                  disabled=training, type="primary", key="icl_train",
                   help="Train the attention-only model on this server (the same settings train once, for everyone).")
-        c2.button("■ Stop", on_click=stop, disabled=not training, key="icl_stop",
+        c2.button("■ Stop", on_click=ui.stop_job, args=("icl_handle",), disabled=not training, key="icl_stop",
                   help="Stop and keep the model as it is.")
         status_slot = c3.empty()
         ui.mark_finished("icl_trained", status == "done")
@@ -228,15 +193,16 @@ if tab_fs.open:
                     "follows it).")
         fsettings = fewshot.FewShotSettings(steps=int(fs_steps), seed=int(fs_seed))
         fkey = ("fewshot", fsettings)
-        fhandle, frun, fstatus = current("icl_fs_handle", "icl_fs_stopped", fkey)
+        fhandle, frun, fstatus = ui.current_job("icl_fs_handle", fkey)
         if ui.arrived_to_run(PAGE, "icl_fs_trained") and fhandle is None:
-            start_fewshot(fsettings)
-            fhandle, frun, fstatus = current("icl_fs_handle", "icl_fs_stopped", fkey)
+            ui.start_job("icl_fs_handle", fewshot.training_job(fsettings))
+            fhandle, frun, fstatus = ui.current_job("icl_fs_handle", fkey)
         ftraining = fstatus in ("queued", "running")
         b1, b2, b3 = st.columns([1, 1, 6])
-        b1.button("▶ Train", on_click=start_fewshot, args=(fsettings,), disabled=ftraining, type="primary",
+        b1.button("▶ Train", on_click=lambda: ui.start_job("icl_fs_handle", fewshot.training_job(fsettings)),
+                  disabled=ftraining, type="primary",
                   key="icl_fs_train", help="Train the few-shot model on this server.")
-        b2.button("■ Stop", on_click=stop_fewshot, disabled=not ftraining, key="icl_fs_stop")
+        b2.button("■ Stop", on_click=ui.stop_job, args=("icl_fs_handle",), disabled=not ftraining, key="icl_fs_stop")
         fstatus_slot, fprogress_slot, facc_slot, fsaid_slot = b3.empty(), st.empty(), st.empty(), st.empty()
         ui.mark_finished("icl_fs_trained", fstatus == "done")
         if fstatus in ("failed", "refused"):

@@ -45,18 +45,6 @@ def start_again() -> None:
     set_turns(mem.DEFAULT_TURNS)
 
 
-def measure_now(settings) -> None:
-    stop_measuring()
-    S.mem_handle = ui.submit(mem.MeasureJob(settings))
-
-
-def stop_measuring() -> None:
-    handle = S.pop("mem_handle", None)
-    if handle is not None:
-        S.mem_stopped = (handle.job.settings, handle.job.live())
-        handle.release(ui.holder())
-
-
 # ---------------------------------------------------------------------------------------------- the turns
 if "mem_turns" not in S:  # first run: the link's turns, each checked, or the example conversation
     linked = st.query_params.get_all("mem_turn")
@@ -184,28 +172,26 @@ with tab_speed:
         max_n = c2.select_slider("Longest context", list(mem.CONTEXTS[2:]), DM.max_n, key="mem_max_n",
                                  bind="query-params", help="Contexts from 64 doubling up to this.")
         msettings = mem.MeasureSettings(tuple(k for k in kinds if k in measure_kinds), int(max_n))
-        handle = S.get("mem_handle")
-        if handle is not None and handle.job.settings != msettings:
-            handle = None  # the controls changed since
+        mkey = mem.MeasureJob.key_of(msettings)
+        handle, kept, status = ui.current_job("mem_handle", mkey)
         if ui.arrived_to_run(PAGE, "mem_measured") and handle is None and msettings.kinds:
-            measure_now(msettings)
-            handle = S.mem_handle
-        status = handle.status if handle is not None else None
+            ui.start_job("mem_handle", mem.MeasureJob(msettings))
+            handle, kept, status = ui.current_job("mem_handle", mkey)
         running = status in ("queued", "running")
         b1, b2, b3 = st.columns([1, 1, 6])
-        b1.button("▶ Measure", on_click=measure_now, args=(msettings,), disabled=running or not msettings.kinds,
+        b1.button("▶ Measure", on_click=lambda: ui.start_job("mem_handle", mem.MeasureJob(msettings)),
+                  disabled=running or not msettings.kinds,
                   type="primary", key="mem_measure", help="Time writing at each context on this server, cached and not.")
-        b2.button("■ Stop", on_click=stop_measuring, disabled=not running, key="mem_stop")
+        b2.button("■ Stop", on_click=ui.stop_job, args=("mem_handle",), disabled=not running, key="mem_stop")
         if not msettings.kinds:
             st.warning("Pick at least one kind to measure.", icon=":material/info:")
         ui.mark_finished("mem_measured", status == "done")
         if status in ("failed", "refused"):
             st.error(f"The measurement could not go on: {handle.error}.", icon=":material/error:")
         status_slot, chart_slot, lines_slot = b3.empty(), st.empty(), st.empty()
-        stopped = S.get("mem_stopped")
 
         def draw() -> None:
-            rows = handle.job.live() if handle is not None else (stopped[1] if stopped and stopped[0] == msettings else [])
+            rows = (handle.job.live() if handle is not None else kept) or []
             if running:
                 frac, what = handle.progress()
                 notice = ui.queue_notice(handle, "your measurement")
