@@ -11,6 +11,7 @@ import os
 import socket
 import subprocess
 import sys
+import re
 import time
 import urllib.request
 from pathlib import Path
@@ -123,3 +124,18 @@ def wait_for_charts(page, count: int = 1, timeout: float = 30_000) -> int:
     idle); returns how many are drawn."""
     page.wait_for_function(f"{DRAWN} >= {count}", timeout=timeout)
     return page.evaluate(DRAWN)
+
+
+def steps_seen(page, pattern: str, count: int = 3, charts: int = 0, tries: int = 600) -> set:
+    """Read the page's text every 100 ms while a job runs and collect the step numbers ``pattern``
+    (a regex with one group) shows, until ``count`` different ones were seen and at least ``charts``
+    charts are drawn (or ``tries`` reads): the live view redrawing as the job goes on."""
+    seen = set()
+    for _ in range(tries):
+        m = re.search(pattern, page.evaluate("document.body.innerText"))
+        if m:
+            seen.add(int(m.group(1)))
+        if len(seen) >= count and page.evaluate(DRAWN) >= charts:
+            break
+        page.wait_for_timeout(100)
+    return seen

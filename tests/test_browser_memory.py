@@ -2,7 +2,7 @@
 (good, bad and hostile), and an induction model trained live, stopped and ablated."""
 import re
 
-from scripts.appserver import DRAWN, wait_until_idle
+from scripts.appserver import DRAWN, steps_seen, wait_until_idle
 
 
 def add_turn(page, text: str) -> None:
@@ -35,14 +35,7 @@ def test_an_induction_model_trains_live_stops_and_is_ablated(page, server):
     page.goto(server + "/incontext?icl_steps=4000&icl_seed=5")
     wait_until_idle(page)
     page.get_by_role("button", name="▶ Train").click()
-    steps = set()
-    for _ in range(600):
-        m = re.search(r"step (\d+) of 4000", page.evaluate("document.body.innerText"))
-        if m:
-            steps.add(int(m.group(1)))
-        if len(steps) >= 3 and page.evaluate(DRAWN) >= 3:
-            break
-        page.wait_for_timeout(100)
+    steps = steps_seen(page, r"step (\d+) of 4000", charts=3)
     assert len(steps) >= 3, steps  # the curves redrawn while it trains
     page.get_by_role("button", name="■ Stop").click()
     page.get_by_text("What came out").wait_for(timeout=60_000)

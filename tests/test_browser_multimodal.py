@@ -1,10 +1,9 @@
 """The Multimodal page in real Chromium: uploads (good and bad) and the maps redrawn while training."""
 import io
-import re
 
 from PIL import Image
 
-from scripts.appserver import DRAWN, wait_until_idle
+from scripts.appserver import DRAWN, steps_seen, wait_until_idle
 
 
 def png_bytes() -> bytes:
@@ -48,14 +47,7 @@ def test_the_maps_follow_the_model_while_it_trains(page, server):
     page.goto(server + "/multimodal?mm_steps=3000&mm_until_learned=false&mm_seed=11&mm_word=1")
     wait_until_idle(page)
     page.get_by_role("button", name="▶ Train").click()
-    seen = set()
-    for _ in range(600):
-        m = re.search(r"late fusion\) \(step (\d+)\)", page.evaluate("document.body.innerText"))
-        if m:
-            seen.add(int(m.group(1)))
-        if len(seen) >= 3:
-            break
-        page.wait_for_timeout(100)
+    seen = steps_seen(page, r"late fusion\) \(step (\d+)\)")
     assert len(seen) >= 3, seen  # the caption (and its map) redrawn at three steps while training
     assert page.evaluate(DRAWN) >= 2
     page.get_by_role("button", name="■ Stop").click()
