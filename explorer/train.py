@@ -29,6 +29,14 @@ class TrainConfig:
     seed: int = 0  # seeds the data stream (the model has its own seed)
     min_length: int | None = None  # if set, each step draws its input length from [min_length, length]
 
+    def lr_at(self, step: int) -> float:
+        """The learning rate of optimisation step ``step`` (0-based): linear warm-up to ``lr``, then a
+        cosine decay to a tenth of it at the last step."""
+        if step < self.warmup:
+            return self.lr * (step + 1) / self.warmup
+        frac = (step - self.warmup) / max(1, self.steps - self.warmup)
+        return self.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
+
 
 @dataclass
 class Progress:
@@ -61,11 +69,7 @@ class Trainer:
         return self.step >= self.config.steps
 
     def _lr(self) -> float:
-        c = self.config
-        if self.step < c.warmup:
-            return c.lr * (self.step + 1) / c.warmup
-        frac = (self.step - c.warmup) / max(1, c.steps - c.warmup)
-        return c.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
+        return self.config.lr_at(self.step)
 
     def train_step(self) -> tuple[float, float]:
         self.model.train()
