@@ -148,10 +148,15 @@ def loss_curve(history: Sequence[tuple[int, float, float]], height: int = 260, m
             "yaxis2": {"title": {"text": "token accuracy"}, "overlaying": "y", "side": "right", "range": [0, 1.02],
                        "tickmode": "linear", "tick0": 0, "dtick": 0.25, "tickformat": ".0%", "showgrid": False},
             "legend": {"orientation": "h", "y": -0.3, "x": 0},
-            "shapes": [] if mark is None else [{"type": "line", "x0": mark, "x1": mark, "yref": "paper", "y0": 0,
-                                                  "y1": 1, "line": {"color": "#555", "dash": "dot", "width": 1.5}}],
+            "shapes": mark_lines([] if mark is None else [mark]),
         },
     }
+
+
+def mark_lines(xs: Sequence[float]) -> list[dict]:
+    """Dotted vertical lines across a chart at ``xs`` (the step being shown)."""
+    return [{"type": "line", "x0": x, "x1": x, "yref": "paper", "y0": 0, "y1": 1,
+             "line": {"color": "#555", "dash": "dot", "width": 1.5}} for x in xs]
 
 
 def log_ticks(lo: float, hi: float) -> dict:
@@ -190,11 +195,13 @@ def series_style(name: str, i: int) -> Style:
 
 
 def lines_figure(series: dict, title: str, xtitle: str, ytitle: str, log_x: bool = False, log_y: bool = False,
-                 height: int = 360, y_range=None, x_integer: bool = False, dashed: Sequence[str] = ()) -> dict:
+                 height: int = 360, y_range=None, x_integer: bool = False, dashed: Sequence[str] = (),
+                 marks: Sequence[float] = (), plain: Sequence[str] = ()) -> dict:
     """One line per named series, ``series = {name: (xs, ys)}`` or ``(xs, ys, (lows, highs))`` for
     whiskers (None in ys leaves a gap); names that are attention kinds keep their colour, dash and
     marker on every page; names in ``dashed`` (formulas beside measurements) are thin dashed lines
-    without markers."""
+    without markers, names in ``plain`` (thousands of points) solid lines without markers; ``marks``
+    are x values drawn as dotted vertical lines (the step being shown)."""
     data = []
     for i, (name, values) in enumerate(series.items()):
         xs, ys = values[0], values[1]
@@ -209,6 +216,8 @@ def lines_figure(series: dict, title: str, xtitle: str, ytitle: str, log_x: bool
         }
         if name in dashed:
             trace.update(mode="lines", line={"color": style.color, "dash": "dash", "width": 1.5})
+        elif name in plain:
+            trace.update(mode="lines", line={"color": style.color, "width": 1.5})
         if len(values) > 2:
             lows, highs = values[2]
             trace["error_y"] = {"type": "data", "symmetric": False, "color": style.color, "thickness": 1.2,
@@ -228,7 +237,7 @@ def lines_figure(series: dict, title: str, xtitle: str, ytitle: str, log_x: bool
         yaxis["range"] = list(y_range)
     return {"data": data, "layout": {
         "title": {"text": html.escape(title)}, "height": height, "margin": {"l": 60, "r": 10, "t": 40, "b": 45},
-        "xaxis": xaxis, "yaxis": yaxis, "legend": {"orientation": "h", "y": -0.25},
+        "xaxis": xaxis, "yaxis": yaxis, "legend": {"orientation": "h", "y": -0.25}, "shapes": mark_lines(marks),
     }}
 
 

@@ -3,6 +3,8 @@
 ``use_cache=False`` reads the last ``block_size`` tokens again for every new token;
 ``use_cache=True`` reads each token once through a key/value cache (``explorer.kvcache``): the same
 tokens, and a ``ValueError`` saying why when a cache cannot compute what reading again does.
+``slide=True`` writes past the context the way nanoGPT's ``sample.py`` does: each new token is
+predicted from the last ``block_size`` tokens only (the window slides; positions restart at 0).
 """
 from __future__ import annotations
 
@@ -33,16 +35,18 @@ def generate(
     seed: int = 0,
     stop: str | None = None,
     use_cache: bool = False,
+    slide: bool = False,
 ) -> Generation:
     """Continue ``prompt`` by up to ``max_new_tokens`` characters. ``temperature == 0`` is greedy.
     Raises ``UnknownCharacters`` for characters outside the vocabulary and ``ValueError`` when
-    prompt and output would not fit the model's context, or (``use_cache``) when the model cannot
-    be cached or a cache would read past the context what reading again would not."""
+    prompt and output would not fit the model's context (unless ``slide``: then the model reads
+    only the last ``block_size`` tokens, as far as it writes), or (``use_cache``) when the model
+    cannot be cached or a cache would read past the context what reading again would not."""
     ids = tokenizer.encode(prompt)
     if not ids:
         raise ValueError("the prompt is empty: type at least one character")
     context = model.config.block_size
-    if len(ids) + max_new_tokens > context and not model.pos.extrapolates:
+    if len(ids) + max_new_tokens > context and not model.pos.extrapolates and not slide:
         raise ValueError(
             f"the input ({len(ids)} characters) and its answer ({max_new_tokens}) need {len(ids) + max_new_tokens} "
             f"positions, but this model's context is {context}: shorten the input to at most "

@@ -128,6 +128,14 @@ add(PageSpec(
              "mappings against the number of examples in the prompt."),
     )))
 
+add(PageSpec(
+    "training", "Training", "pages/training.py", ":material/model_training:", "tr_", charts=4,
+    reserved=("tr_trained",), order=70, defaults="explorer.textlm:url_defaults", shots=(
+        Shot("training", "?tr_trained=1", 4, "Training on text: a character-level model trained on Jane Austen's "
+             "Emma, its train and held-out loss, the learning-rate schedule with the current step marked, samples "
+             "as it trained, and the attention of what it writes."),
+    )))
+
 
 def reserved_params() -> set[str]:
     """URL parameters that are not widgets: the app's own and every page's."""
