@@ -101,6 +101,17 @@ def current_job(name: str, key) -> tuple:
     return handle, run, (handle.status if handle is not None else None)
 
 
+def job_buttons(name: str, start: Callable, args: tuple, running: bool, keys: tuple[str, str], help: str,
+                label: str = "▶ Train"):
+    """The start and Stop buttons of this session's job ``name`` side by side (``keys``: their
+    widget keys); returns the empty slot beside them, for the job's status."""
+    c1, c2, c3 = st.columns([1, 1, 6])
+    c1.button(label, on_click=start, args=args, disabled=running, type="primary", key=keys[0], help=help)
+    c2.button("■ Stop", on_click=stop_job, args=(name,), disabled=not running, key=keys[1],
+              help="Stop and keep what it has so far.")
+    return c3.empty()
+
+
 @st.cache_resource
 def app_icon():
     """The browser tab's icon, drawn here (a causal attention pattern, viridis): a Material icon as

@@ -81,7 +81,7 @@ def sidebar_settings(corpus: texts.Corpus) -> textlm.TextSettings:
                                 key="tr_encoding", bind="query-params", help="How a character knows where it is.")
         st.header("Training")
         batch = st.select_slider("Batch (windows per step)", textlm.BATCH_CHOICES, D.batch_size, key="tr_batch",
-                                 bind="query-params", help=f"Random windows of the training text per step.")
+                                 bind="query-params", help="Random windows of the training text per step.")
         lr = st.select_slider("Peak learning rate", textlm.LR_CHOICES, D.lr, key="tr_lr", bind="query-params",
                               format_func=lambda v: f"{v:g}",
                               help=f"AdamW's rate after {D.warmup} warm-up steps; it then decays to a tenth.")
@@ -110,12 +110,8 @@ def train_on_text(corpus: texts.Corpus, settings: textlm.TextSettings) -> None:
         start(settings, corpus)
         handle, run, status = ui.current_job("tr_handle", key)
     training = status in ("queued", "running")
-    c1, c2, c3 = st.columns([1, 1, 6])
-    c1.button("▶ Train", on_click=start, args=(settings, corpus), disabled=training, type="primary", key="tr_train",
-              help="Train on this server (the same settings on the same text train once, for everyone).")
-    c2.button("■ Stop", on_click=ui.stop_job, args=("tr_handle",), disabled=not training, key="tr_stop",
-              help="Stop and keep the model as it is.")
-    status_slot = c3.empty()
+    status_slot = ui.job_buttons("tr_handle", start, (settings, corpus), training, ("tr_train", "tr_stop"),
+                                 "Train on this server (the same settings on the same text train once, for everyone).")
     ui.mark_finished("tr_trained", status == "done")
     if status in ("failed", "refused"):
         st.error(f"The run could not go on: {md_escape(str(handle.error))}.", icon=":material/error:")

@@ -17,6 +17,16 @@ def open_page(page: str, timeout: float = 30) -> AppTest:
     return at
 
 
+def opened_with(page: str, params: dict, timeout: float = 60) -> AppTest:
+    """``page`` opened from a link with these parameters (its first run is the page's)."""
+    at = AppTest.from_file(APP, default_timeout=timeout)
+    at.switch_page(page)
+    at.query_params.update(params)
+    at.run()
+    assert_clean(at)
+    return at
+
+
 def assert_clean(at: AppTest) -> None:
     assert not at.exception, [e.value for e in at.exception]
 

@@ -4,7 +4,8 @@ import math
 
 from streamlit.testing.v1 import AppTest
 
-from apptest_helpers import APP, assert_clean, open_page, plotly_specs, run_until, texts
+import apptest_helpers as helpers
+from apptest_helpers import assert_clean, open_page, plotly_specs, run_until, texts
 from explorer import corpus as corpora, textlm
 from explorer.figures import md_escape
 
@@ -14,12 +15,7 @@ TINY = {"tr_layers": "1", "tr_heads": "2", "tr_width": "32", "tr_context": "16",
 
 
 def opened_with(params: dict) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=90)
-    at.switch_page(PAGE)
-    at.query_params.update(params)
-    at.run()
-    assert_clean(at)
-    return at
+    return helpers.opened_with(PAGE, params, timeout=90)
 
 
 def chart(at, title_start: str) -> dict:
@@ -43,6 +39,8 @@ def test_first_open_shows_the_untrained_model_and_its_charts():
     assert lr["y"] == textlm.schedule_series(textlm.TextSettings())["learning rate"][1]
     assert any("Runs on: **CPU**" in c and "883,027 characters" in c for c in texts(at.caption))
     assert len(at.code) >= 2  # the untrained model's sample at step 0 and the sample below
+    for key, value in textlm.url_defaults().items():  # what a lesson starts from is what the page opens with
+        assert at.session_state[key] == value, key
 
 
 def test_a_link_restores_the_controls():
