@@ -158,6 +158,12 @@ def probe_prompt(corpus: Corpus) -> str:
     return "\n" if "\n" in corpus.chars else corpus.text[0]
 
 
+def probe_start_words(corpus: Corpus) -> str:
+    """Where the training samples start, in words."""
+    start = probe_prompt(corpus)
+    return "a new line" if start == "\n" else f"the text's first character ({start!r})"
+
+
 @torch.no_grad()
 def measure(model: GPT, corpus: Corpus, settings: TextSettings) -> dict:
     """The held-out loss (nats per character, fixed windows) and a short sample of the model now."""

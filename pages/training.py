@@ -141,8 +141,8 @@ def train_on_text(corpus: texts.Corpus, settings: textlm.TextSettings) -> None:
                  "The learning rate of every step: linear warm-up, then cosine decay; the current step marked.",
                  slot=lr_slot)
         with samples_slot.container():
-            st.markdown("**Samples as it trains** (newest first; each starts from a new line, temperature "
-                        f"{settings.sample_temperature:g})")
+            st.markdown(f"**Samples as it trains** (newest first; each starts from "
+                        f"{md_escape(textlm.probe_start_words(corpus))}, temperature {settings.sample_temperature:g})")
             for step, text in textlm.samples(now):
                 st.caption(f"step {step}")
                 st.code(text, language=None, wrap_lines=True)
@@ -178,7 +178,7 @@ def write_with(shown, corpus, settings, key, training) -> None:
         return
     c_p, c_n = st.columns([3, 1])
     prompt = c_p.text_input("Prompt", key="tr_prompt", bind="query-params", max_chars=500,
-                            placeholder="empty: start from a new line",
+                            placeholder=f"empty: start from {textlm.probe_start_words(corpus)}",
                             help=f"Only characters of the text ({corpus.vocab_size} of them).")
     n = c_n.slider("Characters to write", 20, 1000, DEFAULTS["tr_chars"], step=10, key="tr_chars", bind="query-params")
     c_t, c_k, c_s = st.columns(3)

@@ -74,6 +74,9 @@ def test_same_seed_same_sample_and_an_empty_prompt_starts_from_a_new_line(emma):
     a = textlm.sample(model, emma, "", 30, temperature=1.0, seed=4)
     assert a.text == textlm.sample(model, emma, "", 30, temperature=1.0, seed=4).text
     assert emma.tokenizer.decode(a.ids).startswith("\n") and textlm.probe_prompt(emma) == "\n"
+    assert textlm.probe_start_words(emma) == "a new line"
+    one_line = texts.from_bytes(b"abc " * 600, "line.txt")
+    assert textlm.probe_prompt(one_line) == "a" and textlm.probe_start_words(one_line) == "the text's first character ('a')"
 
 
 def test_unknown_characters_are_named_in_the_message(emma):
