@@ -168,6 +168,7 @@ class Comparison:
     single: DDPResult  # one worker (a one-process DDP run): the throughput baseline
     max_abs_diff: float  # largest |parameter of the N-worker run - same parameter of single_process|
     cores: int  # cores this machine lets us use
+    load: float  # the machine's 1-minute load average right after the workers' run (other work competing)
     findings: list = field(default_factory=list)  # sentences, computed from the numbers above
 
     @property
@@ -424,6 +425,9 @@ def findings(c: Comparison) -> list[str]:
     out.append(f"Each worker's step on its {per} of the {s.batch_size} sequences took {c.parallel.step_s * 1e3:.1f} ms "
                f"(the slowest rank) against {c.single.step_s * 1e3:.1f} ms for one worker on all {s.batch_size}: "
                "a step is the compute on a worker's share plus the gradient all-reduce, which every rank waits for.")
+    if c.load > c.cores:
+        out.append(f"While the workers ran, this machine's load average was {c.load:.1f} on {c.cores} core(s): "
+                   "other work competed for the cores, so these times are noisy.")
     if n > c.cores:
         out.append(f"This machine lets us use {c.cores} core(s) for {n} workers, so workers share cores and "
                    "cannot all compute at once: the speed-up is capped here, not by data parallelism.")
@@ -466,6 +470,8 @@ class DDPJob(Job):
                                     f"{n} worker(s): step {self._run.step()}/{s.steps}")
                     yield
                 results[n] = self._run.result()
+                if n == s.workers:
+                    load = os.getloadavg()[0]
             finally:
                 self.close()
         trainer = _single_trainer(s)
@@ -476,7 +482,7 @@ class DDPJob(Job):
             yield
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         c = Comparison(s, results[s.workers], results[1], max_abs_diff(results[s.workers].state_dict,
-                                                                        cpu_state(trainer.model)), cores)
+                                                                        cpu_state(trainer.model)), cores, load)
         c.findings = findings(c)
         self._result = c
         self._status = (1.0, "done")
