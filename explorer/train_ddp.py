@@ -85,7 +85,7 @@ class DDPSettings:
     timeout_s: float = 300.0  # the launcher kills every worker after this long; also the collectives' timeout
     corpus: str = ""  # path of a UTF-8 text file; "" = the built-in corpus
     fail_rank: int = -1  # testing only: this rank exits with FAIL_CODE after its first step
-    hang_rank: int = -1  # testing only: this rank sleeps forever after its first step
+    hang_rank: int = -1  # testing only: this rank sleeps forever instead of joining the group
 
     def validate(self, world: Optional[int] = None) -> None:
         world = self.workers if world is None else world
@@ -210,6 +210,10 @@ def worker(settings: DDPSettings, json_path: Optional[Path], params_path: Option
     backend, device = pick_device(local_rank, int(os.environ.get("LOCAL_WORLD_SIZE", world)))
     if device.type == "cuda":
         torch.cuda.set_device(device)
+    if rank == settings.hang_rank:  # never joins: the others wait for it in the rendezvous
+        print(f"rank {rank}: hanging on purpose (--hang-rank)", file=sys.stderr, flush=True)
+        while True:
+            time.sleep(60)
     dist.init_process_group(backend, timeout=timedelta(seconds=settings.timeout_s))
     try:
         corpus = settings.load_corpus()
@@ -221,10 +225,6 @@ def worker(settings: DDPSettings, json_path: Optional[Path], params_path: Option
         if rank == settings.fail_rank:
             print(f"rank {rank}: failing on purpose (--fail-rank)", file=sys.stderr, flush=True)
             os._exit(FAIL_CODE)
-        if rank == settings.hang_rank:
-            print(f"rank {rank}: hanging on purpose (--hang-rank)", file=sys.stderr, flush=True)
-            while True:
-                time.sleep(60)
         report = Path(os.environ["TE_DDP_PROGRESS"]) if rank == 0 and "TE_DDP_PROGRESS" in os.environ else None
         while not trainer.done:
             trainer.advance(max(1, settings.steps // 20))

@@ -95,10 +95,10 @@ def test_dead_worker_is_reported_and_every_worker_ended(settings):
 
 def test_hung_worker_hits_the_timeout_and_is_killed(settings):
     with pytest.raises(DDPError) as info:
-        run_local(replace(settings, hang_rank=1, timeout_s=15))
+        run_local(replace(settings, hang_rank=1, timeout_s=20))
     message = str(info.value)
-    assert "hung" in message and "after 15 s" in message
-    assert "hanging on purpose" in message  # rank 1 really reached its hang before the timeout
+    assert "hung" in message and "after 20 s" in message
+    assert "hanging on purpose" in message  # rank 1 really reached its hang (it never joins; rank 0 waits for it)
     assert_all_gone(info.value.pids)
 
 
