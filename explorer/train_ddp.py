@@ -98,6 +98,9 @@ class DDPSettings:
                                 f"{world} workers, so it must be a multiple of {world}")
         if self.timeout_s <= 0:
             raise SettingsError(f"timeout_s = {self.timeout_s}: must be positive")
+        if self.corpus and not Path(self.corpus).is_file():
+            raise SettingsError(f"corpus = {self.corpus!r}: no such file (give a UTF-8 text file, or none for the "
+                                "built-in corpus)")
 
     def model_config(self, vocab_size: int) -> ModelConfig:
         return ModelConfig(vocab_size=vocab_size, block_size=self.length, n_layer=self.n_layer,
@@ -247,17 +250,19 @@ def worker(settings: DDPSettings, json_path: Optional[Path], params_path: Option
         dist.destroy_process_group()
 
 
-def report_result(settings, world, backend, stats, loss, state, json_path, params_path) -> None:
+def report_result(settings, world, backend, stats, loss, state, json_path, params_path, **extra) -> dict:
+    """Save the parameters (safetensors) and the JSON result; print and return the result."""
     from safetensors.torch import save_file
 
     data = {"settings": dataclasses.asdict(settings), "world": world, "backend": backend, "workers": stats,
             "final_loss": loss, "checksum": checksum(state),
-            "params": str(params_path) if params_path else None}
+            "params": str(params_path) if params_path else None, **extra}
     if params_path is not None:
         save_file(state, str(params_path))
     if json_path is not None:
         json_path.write_text(json.dumps(data, indent=1))
     print(summary(data), flush=True)
+    return data
 
 
 def summary(data: dict) -> str:
@@ -548,16 +553,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     except (DDPError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    data = {"settings": dataclasses.asdict(settings), "world": result.world, "backend": result.backend,
-            "workers": [dataclasses.asdict(w) for w in result.workers], "final_loss": result.final_loss,
-            "checksum": result.checksum, "wall_s": result.wall_s,
-            "params": str(params_path) if params_path else None}
-    if params_path is not None:
-        from safetensors.torch import save_file
-        save_file(result.state_dict, str(params_path))
-    if json_path is not None:
-        json_path.write_text(json.dumps(data, indent=1))
-    print(summary(data))
+    report_result(settings, result.world, result.backend, [dataclasses.asdict(w) for w in result.workers],
+                  result.final_loss, result.state_dict, json_path, params_path, wall_s=result.wall_s)
     print(f"  wall time {result.wall_s:.1f} s (process start-up included)")
     return 0
 
