@@ -45,7 +45,8 @@ class Corpus:
 
     def __post_init__(self) -> None:
         chars = "".join(sorted(set(self.text)))
-        ids = torch.tensor([{c: i for i, c in enumerate(chars)}[c] for c in self.text], dtype=torch.long)
+        stoi = {c: i for i, c in enumerate(chars)}  # built once (not once per character)
+        ids = torch.tensor([stoi[c] for c in self.text], dtype=torch.long)
         n = int(len(ids) * (1 - HELD_OUT))
         object.__setattr__(self, "chars", chars)
         object.__setattr__(self, "train", ids[:n])
