@@ -46,7 +46,7 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: Tensor) -> Tensor:  # in float32 whatever x's dtype (bf16 autocast), cast back
-        h = x.float()
+        h = x.to(torch.promote_types(x.dtype, torch.float32))
         return (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight).to(x.dtype)
 
 
@@ -55,7 +55,8 @@ class LayerNorm(nn.LayerNorm):
     bf16 autocast torch's own runs in bfloat16 on bfloat16 input (mean and variance included)."""
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.layer_norm(x.float(), self.normalized_shape, self.weight, self.bias, self.eps).to(x.dtype)
+        h = x.to(torch.promote_types(x.dtype, torch.float32))  # float64 stays float64
+        return F.layer_norm(h, self.normalized_shape, self.weight, self.bias, self.eps).to(x.dtype)
 
 
 NORMS: Registry[Norm] = Registry("norm")

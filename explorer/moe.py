@@ -110,7 +110,7 @@ class MoE(nn.Module):
         logits = self.router(flat)  # (N, E)
         if self.training and self.noise > 0:  # noisy top-k gating (Shazeer et al. 2017), training only
             logits = logits + torch.randn_like(logits) * self.noise
-        gates = logits.softmax(-1, dtype=torch.float32)  # float32 even under bf16 autocast
+        gates = logits.softmax(-1, dtype=torch.promote_types(logits.dtype, torch.float32))  # float32 even under bf16 autocast
         experts, weights = top_k_route(gates, self.top_k)  # (N, k)
         E = len(self.experts)
         kept = keep_within_capacity(experts, E, capacity(B * T, E, self.top_k, self.capacity_factor))

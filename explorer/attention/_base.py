@@ -169,8 +169,8 @@ def alibi_bias(slopes: Tensor, offsets: Tensor) -> Tensor:
 def softmax_fp32(scores: Tensor) -> Tensor:
     """Softmax over the last dimension computed in float32 whatever the scores' dtype (under bf16
     autocast the scores are bfloat16, and CPU autocast would run softmax in bfloat16 too): the
-    mixed-precision practice. Multiply values by ``weights.to(v.dtype)``."""
-    return torch.softmax(scores, dim=-1, dtype=torch.float32)
+    mixed-precision practice (float64 stays float64). Multiply values by ``weights.to(v.dtype)``."""
+    return torch.softmax(scores, dim=-1, dtype=torch.promote_types(scores.dtype, torch.float32))
 
 
 def padded(T: int, size: int) -> tuple[int, int]:
