@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .moe import Expert, MoE
@@ -44,12 +45,22 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(n_embd))
         self.eps = eps
 
+    def forward(self, x: Tensor) -> Tensor:  # in float32 whatever x's dtype (bf16 autocast), cast back
+        h = x.to(torch.promote_types(x.dtype, torch.float32))
+        return (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight).to(x.dtype)
+
+
+class LayerNorm(nn.LayerNorm):
+    """torch's LayerNorm computed in float32 whatever its input's dtype, then cast back: under CPU
+    bf16 autocast torch's own runs in bfloat16 on bfloat16 input (mean and variance included)."""
+
     def forward(self, x: Tensor) -> Tensor:
-        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+        h = x.to(torch.promote_types(x.dtype, torch.float32))  # float64 stays float64
+        return F.layer_norm(h, self.normalized_shape, self.weight, self.bias, self.eps).to(x.dtype)
 
 
 NORMS: Registry[Norm] = Registry("norm")
-NORMS.add("layernorm", Norm("layernorm", "LayerNorm", "Ba et al. 2016", nn.LayerNorm))
+NORMS.add("layernorm", Norm("layernorm", "LayerNorm", "Ba et al. 2016", LayerNorm))
 NORMS.add("rmsnorm", Norm("rmsnorm", "RMSNorm", "Zhang & Sennrich 2019", RMSNorm))
 
 

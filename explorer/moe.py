@@ -110,7 +110,7 @@ class MoE(nn.Module):
         logits = self.router(flat)  # (N, E)
         if self.training and self.noise > 0:  # noisy top-k gating (Shazeer et al. 2017), training only
             logits = logits + torch.randn_like(logits) * self.noise
-        gates = logits.softmax(-1)
+        gates = logits.softmax(-1, dtype=torch.promote_types(logits.dtype, torch.float32))  # float32 even under bf16 autocast
         experts, weights = top_k_route(gates, self.top_k)  # (N, k)
         E = len(self.experts)
         kept = keep_within_capacity(experts, E, capacity(B * T, E, self.top_k, self.capacity_factor))
@@ -121,5 +121,5 @@ class MoE(nn.Module):
         for e, expert in enumerate(self.experts):
             token, slot = torch.nonzero((experts == e) & kept, as_tuple=True)
             if token.numel():
-                out.index_add_(0, token, weights[token, slot, None] * expert(flat[token]))
+                out.index_add_(0, token, (weights[token, slot, None] * expert(flat[token])).to(out.dtype))
         return out.view(B, T, C), balancing_loss(gates, experts[:, 0])

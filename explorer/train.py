@@ -4,6 +4,12 @@
 at a time between redraws (``advance``), stop it, and pick it up again. ``Trainer.run`` calls back
 every ``every`` steps with a ``Progress``: the loss so far and a snapshot of the attention weights on a
 fixed example, so a caller can watch the maps form.
+
+Each batch goes to the model's device (a model moved to CUDA trains there unchanged). The forward
+pass runs under the config's precision (``explorer.precision``: fp32, or bf16 autocast; backward
+outside it, weights and optimiser state float32). A ``Curriculum`` (``explorer.curriculum``) sets
+each step's sequence length (short first, growing to the full length; Li et al. 2022); without
+one every step is at the full length, or, with ``min_length``, at a length drawn at random.
 """
 from __future__ import annotations
 
@@ -15,7 +21,10 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
+from .curriculum import Curriculum
+from .device import model_device, move
 from .model import GPT
+from .precision import PRECISIONS
 from .tasks import IGNORE, Task
 
 
@@ -28,6 +37,15 @@ class TrainConfig:
     weight_decay: float = 0.01  # AdamW's decoupled weight decay
     seed: int = 0  # seeds the data stream (the model has its own seed)
     min_length: int | None = None  # if set, each step draws its input length from [min_length, length]
+    precision: str = "fp32"  # arithmetic of the forward pass, a name in explorer.precision.PRECISIONS
+    curriculum: Optional[Curriculum] = None  # sequence-length warm-up; None: every step at the full length
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision = {self.precision!r}: choose one of {', '.join(PRECISIONS.names())}")
+        if self.curriculum is not None and self.min_length is not None:
+            raise ValueError("a curriculum sets each step's length, and min_length draws it at random: "
+                             "use one or the other")
 
     def lr_at(self, step: int) -> float:
         """The learning rate of optimisation step ``step`` (0-based): linear warm-up to ``lr``, then a
@@ -71,15 +89,23 @@ class Trainer:
     def _lr(self) -> float:
         return self.config.lr_at(self.step)
 
+    def length_at(self, step: int) -> int:
+        """The sequence length of step ``step`` under the curriculum (the full length without one)."""
+        if self.config.curriculum is None:
+            return self.length
+        return self.config.curriculum.length_at(step, self.length, self.config.steps)
+
     def train_step(self) -> tuple[float, float]:
         self.model.train()
-        length = self.length
+        length = self.length_at(self.step)
         if self.config.min_length is not None:
             length = int(torch.randint(self.config.min_length, self.length + 1, (1,), generator=self.gen))
-        x, y = self.task.batch(self.gen, self.config.batch_size, length)
+        device = model_device(self.model)
+        x, y = move(self.task.batch(self.gen, self.config.batch_size, length), device)
         for group in self.optimizer.param_groups:
             group["lr"] = self._lr()
-        out = self.model(x, y)
+        with PRECISIONS[self.config.precision].autocast(device.type):
+            out = self.model(x, y)
         self.optimizer.zero_grad(set_to_none=True)
         out.objective.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
@@ -96,7 +122,7 @@ class Trainer:
             return None
         self.model.eval()
         with torch.no_grad():
-            return [w[0] for w in self.model(self.watch, need_weights=True).attentions]
+            return [w[0] for w in self.model(move(self.watch, model_device(self.model)), need_weights=True).attentions]
 
     def advance(self, steps: Optional[int] = None, seconds: Optional[float] = None) -> Progress:
         """Train for up to ``steps`` more steps (default: to the end) or ``seconds`` of wall time,

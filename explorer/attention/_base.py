@@ -166,6 +166,13 @@ def alibi_bias(slopes: Tensor, offsets: Tensor) -> Tensor:
     return -slopes.view(-1, *([1] * offsets.dim())) * offsets.to(slopes.dtype)
 
 
+def softmax_fp32(scores: Tensor) -> Tensor:
+    """Softmax over the last dimension computed in float32 whatever the scores' dtype (under bf16
+    autocast the scores are bfloat16, and CPU autocast would run softmax in bfloat16 too): the
+    mixed-precision practice (float64 stays float64). Multiply values by ``weights.to(v.dtype)``."""
+    return torch.softmax(scores, dim=-1, dtype=torch.promote_types(scores.dtype, torch.float32))
+
+
 def padded(T: int, size: int) -> tuple[int, int]:
     """``(blocks, padded length)`` when ``T`` is cut into blocks of ``size``."""
     blocks = -(-T // size)
@@ -179,8 +186,8 @@ def reference_attention(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor, slopes
     if slopes is not None:
         scores = scores + alibi_bias(slopes, causal_offsets(T, q.device))
     scores = scores.masked_fill(~allowed.to(q.device), float("-inf"))
-    weights = torch.softmax(scores, dim=-1)
-    return AttentionResult(weights @ v, weights)
+    weights = softmax_fp32(scores)
+    return AttentionResult(weights.to(v.dtype) @ v, weights)
 
 
 def softmax_over(pattern_fn: Callable[[int, object], Tensor]) -> Callable[..., AttentionResult]:

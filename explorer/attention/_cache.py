@@ -24,7 +24,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from ._base import alibi_bias
+from ._base import alibi_bias, softmax_fp32
 
 Sees = Callable[[Tensor, Tensor, object], Tensor]  # (i, j, config) -> bool, broadcasting: may query i see key j
 Keeps = Callable[[Tensor, int, object], Tensor]  # (j (S,), t, config) -> (S,) bool: may a query at t or later see j
@@ -95,7 +95,7 @@ class KeyValueCache(LayerCache):
         if slopes is not None:
             scores = scores + alibi_bias(slopes, i - j)
         scores = scores.masked_fill(~self.sees(i, j, self.config).to(q.device), float("-inf"))
-        out = torch.softmax(scores, dim=-1) @ self.v  # (B, nh, n, hs)
+        out = softmax_fp32(scores).to(self.v.dtype) @ self.v  # (B, nh, n, hs)
         self._forget(start + n)
         return out
 

@@ -12,7 +12,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ._base import AttentionKind, AttentionResult, SizeControl, Style, alibi_bias, padded, register, softmax_over
+from ._base import (AttentionKind, AttentionResult, SizeControl, Style, alibi_bias, padded, register, softmax_fp32,
+                    softmax_over)
 from ._cache import KeyValueCache
 
 
@@ -74,15 +75,15 @@ def block_sparse_attention(q, k, v, config, slopes=None, need_weights=False) -> 
     ok = torch.cat([ok_loc, ok_glb, ok_str], dim=-1)
     if slopes is not None:
         scores = scores + alibi_bias(slopes, i[:, None] - cols)
-    p = torch.softmax(scores.masked_fill(~ok, float("-inf")), dim=-1)
-    p_loc, p_glb, p_str = p.split([b, g, K], dim=-1)
+    p = softmax_fp32(scores.masked_fill(~ok, float("-inf")))  # float32, whatever the scores' dtype
+    p_loc, p_glb, p_str = p.to(v.dtype).split([b, g, K], dim=-1)
     out = (p_loc.reshape(B, H, nb, b, b) @ vb).reshape(B, H, Tp, D)
     if g:
         out = out + p_glb @ vp[:, :, :g]
     out = out + torch.einsum("bhtk,bhtkd->bhtd", p_str, v_str)
     weights = None
     if need_weights:
-        dense = q.new_zeros(B, H, Tp, Tp).scatter_add_(-1, cols.expand(B, H, -1, -1), p)
+        dense = p.new_zeros(B, H, Tp, Tp).scatter_add_(-1, cols.expand(B, H, -1, -1), p)
         weights = dense[:, :, :T, :T]
     return AttentionResult(out[:, :, :T], weights)
 

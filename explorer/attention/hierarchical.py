@@ -21,7 +21,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ._base import AttentionKind, AttentionResult, SizeControl, Style, causal_pattern, padded, register
+from ._base import (AttentionKind, AttentionResult, SizeControl, Style, causal_pattern, padded, register,
+                    softmax_fp32)
 from ._cache import LayerCache
 
 
@@ -50,9 +51,9 @@ def hierarchical_attention(q, k, v, config, slopes=None, need_weights=False) -> 
         s_sum = s_sum - slopes.view(1, H, 1, 1, 1) * (i - centre)
     s_loc = s_loc.masked_fill(~ok_loc, float("-inf"))
     s_sum = s_sum.masked_fill(~ok_sum[:, None, :], float("-inf"))
-    p = torch.softmax(torch.cat([s_loc, s_sum], dim=-1), dim=-1)  # (B, nh, nb, b, b + nb)
+    p = softmax_fp32(torch.cat([s_loc, s_sum], dim=-1))  # (B, nh, nb, b, b + nb), float32
     p_loc, p_sum = p.split([b, nb], dim=-1)
-    out = (p_loc @ vb + p_sum @ vs.unsqueeze(2)).reshape(B, H, Tp, D)[:, :, :T]
+    out = (p_loc.to(vb.dtype) @ vb + p_sum.to(vs.dtype) @ vs.unsqueeze(2)).reshape(B, H, Tp, D)[:, :, :T]
     weights = None
     if need_weights:
         dense = (p_sum / b).unsqueeze(-1).expand(B, H, nb, b, nb, b).clone()  # a summary's weight, spread
@@ -115,7 +116,7 @@ class BlockSummaries(LayerCache):
                 centre = torch.arange(self.ks.size(2), device=q.device, dtype=q.dtype) * self.b + (self.b - 1) / 2
                 s_loc = s_loc - slopes.view(1, H, 1, 1) * (i - j)
                 s_sum = s_sum - slopes.view(1, H, 1, 1) * (i - centre)
-            p = torch.softmax(torch.cat([s_loc, s_sum], -1), -1)
+            p = softmax_fp32(torch.cat([s_loc, s_sum], -1)).to(self.v.dtype)
             p_loc, p_sum = p.split([self.k.size(2), self.ks.size(2)], -1)
             outs.append(p_loc @ self.v + p_sum @ self.vs)
             if self.k.size(2) == self.b:  # the block is complete: keep its summary, drop its tokens

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from ._base import (AttentionKind, AttentionResult, SizeControl, Style, alibi_bias, band_pairs, padded, register,
+                    softmax_fp32,
                     softmax_over)
 from ._cache import KeyValueCache
 
@@ -64,12 +65,12 @@ def banded_attention(q, k, v, w: int, slopes=None, need_weights=False) -> Attent
         scores.add_(alibi_bias(slopes, off).unsqueeze(1))  # (nh, 1, w, 2w)
     scores.masked_fill_(~((off >= 0) & (off < w)), float("-inf"))  # the same band in every block
     scores[:, :, 0, :, :w] = float("-inf")  # block 0 has no previous block
-    p = torch.softmax(scores, dim=-1)
-    out = (p @ vc).reshape(B, H, Tp, D)[:, :, :T]
+    p = softmax_fp32(scores)  # float32, whatever the scores' dtype
+    out = (p.to(vc.dtype) @ vc).reshape(B, H, Tp, D)[:, :, :T]
     weights = None
     if need_weights:
         cols = (torch.arange(nb, device=q.device)[:, None, None] * w + c).expand(nb, w, 2 * w)
-        dense = q.new_zeros(B, H, nb, w, (nb + 1) * w).scatter_add_(-1, cols.expand(B, H, -1, -1, -1), p)
+        dense = p.new_zeros(B, H, nb, w, (nb + 1) * w).scatter_add_(-1, cols.expand(B, H, -1, -1, -1), p)
         weights = dense.reshape(B, H, Tp, (nb + 1) * w)[:, :, :T, w: w + T]
     return AttentionResult(out, weights)
 
