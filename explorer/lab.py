@@ -31,6 +31,7 @@ from .runs import StopRule, TrainedRun, TrainJob, measure_step_s, training_peak_
 from .train import TrainConfig, Trainer, evaluate
 
 WIDTHS = (16, 32, 64, 128, 256)
+CONTROL_RANGES = {"window": (1, 512), "steps": (10, 20000), "seed": (0, 2**31 - 1)}  # the page's number inputs
 
 
 @dataclass(frozen=True)
@@ -265,6 +266,7 @@ class LabRun:
     frozen: Optional[TrainedRun] = None  # the run as it was when this session stopped it
     stopped: bool = False
     _accuracies: dict = field(default_factory=dict, repr=False)
+    opened_from: str = ""  # the file this run was opened from ('' when trained in this session)
     id: str = field(default_factory=lambda: uuid.uuid4().hex)  # names this run in the session's caches
 
     @property
@@ -305,7 +307,8 @@ class LabRun:
         run = self.current()
         if run is None:
             return "waiting to start"
-        text = f"trained {run.step} of {run.total} steps"
+        text = (f"opened from **{md_escape(self.opened_from)}**, " if self.opened_from else "") + \
+            f"trained {run.step} of {run.total} steps"
         if run.learned_at is not None:
             text += f": **learned at step {run.learned_at}** (held-out accuracy ≥ 99% from then on, so it stopped)"
         elif run.history:
@@ -353,6 +356,101 @@ class LabRun:
         return Shown(trained, self.settings, note=(
             "The controls describe a different model (" + ", ".join(changed) + " changed). Showing the model you "
             "trained; press **Train** to train the new one."))
+
+
+# ---------------------------------------------------------------------------------------------- save and open
+LAB_SOURCE = "attention_lab"  # a checkpoint's meta["source"] when the Lab saved it
+
+
+def bundle_name(settings: LabSettings) -> str:
+    """The file name a trained Lab model is downloaded as: its task and architecture, readable."""
+    window = f"-w{settings.window}" if ATTENTION[settings.attention].size_control else ""
+    return (f"lab-{settings.task}-len{settings.length}-{settings.attention}{window}-{settings.encoding}-"
+            f"L{settings.n_layer}-H{settings.n_head}-C{settings.n_embd}-seed{settings.seed}.zip")
+
+
+def save_bundle(run: LabRun) -> bytes:
+    """The run's model as it is now (trained, or stopped part-way) as a checkpoint bundle (a zip of
+    safetensors weights and a JSON config), with the settings and the history it was trained with."""
+    from .checkpoint import bundle
+
+    now = run.current()
+    if now is None:
+        raise ValueError("nothing trained yet: press Train first")
+    meta = {"source": LAB_SOURCE, "task": run.settings.task, "settings": dataclasses.asdict(run.settings),
+            "seed": run.settings.seed, "steps": now.step, "total": now.total, "finished": now.finished,
+            "learned_at": now.learned_at, "seconds": round(now.seconds, 3),
+            "history": [[int(s), float(loss), float(acc)] for s, loss, acc in now.history]}
+    return bundle(now.model, run.settings.task_obj.chars, meta)
+
+
+def _whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def open_bundle(data: bytes, name: str) -> LabRun:
+    """A Lab run holding the model saved in ``data`` (made by ``save_bundle``), finished as saved, to
+    show as this session's model; ``CheckpointError`` says why a file cannot be opened here."""
+    from .checkpoint import CheckpointError, load_bundle
+    from .runs import state_copy
+
+    ck = load_bundle(data)
+    meta = ck.meta
+    if meta.get("source") != LAB_SOURCE or not isinstance(meta.get("settings"), dict):
+        what = meta.get("corpus") or meta.get("task") or meta.get("source")
+        raise CheckpointError("This file holds a model that was not trained in the Attention Lab"
+                              + (f" (it was trained on {what!r})" if isinstance(what, str) else "")
+                              + ": open it on the page that saved it.")
+    saved, defaults = meta["settings"], LabSettings()
+    if sorted(saved) != sorted(FIELD_NAMES):
+        raise CheckpointError("This file's Lab settings are not the ones this app knows: they should name "
+                              f"{', '.join(FIELD_NAMES)}.")
+    wrong = [n for n in FIELD_NAMES if type(saved[n]) is not type(getattr(defaults, n))]
+    if wrong:
+        raise CheckpointError(f"This file's Lab settings have values of the wrong type: {', '.join(wrong)}.")
+    settings = LabSettings(**saved)
+    problem = settings.problem()
+    if problem:
+        raise CheckpointError(f"This file's Lab settings are not possible: {explain(problem)}.")
+    outside = [f"{f} = {getattr(settings, f)} ({lo} to {hi})" for f, (lo, hi) in CONTROL_RANGES.items()
+               if not lo <= getattr(settings, f) <= hi] + ([f"n_embd = {settings.n_embd} (one of {WIDTHS})"]
+                                                          if settings.n_embd not in WIDTHS else [])
+    if outside:
+        raise CheckpointError(f"This file's Lab settings are outside what the controls offer: {', '.join(outside)}.")
+    if settings.model_config() != ck.config:
+        raise CheckpointError("This file's Lab settings describe another model than its weights: "
+                              + ", ".join(runtime_fields(settings.model_config(), ck.config)) + " differ.")
+    if ck.chars != settings.task_obj.chars:
+        raise CheckpointError(f"This file's vocabulary is not the {settings.task} task's: it cannot be read here.")
+    step, total = meta.get("steps"), meta.get("total")
+    if not (_whole(step) and _whole(total) and step <= total):
+        raise CheckpointError("This file does not say how many steps its model was trained (meta 'steps', 'total').")
+    history = meta.get("history")
+    if not (isinstance(history, list) and all(
+            isinstance(h, list) and len(h) == 3 and _whole(h[0]) and all(isinstance(v, (int, float)) for v in h[1:])
+            for h in history)):
+        history = []  # the loss curve is not drawn when the file lacks it; everything else is the model's
+    learned_at = meta.get("learned_at") if _whole(meta.get("learned_at")) else None
+    seconds = meta.get("seconds") if isinstance(meta.get("seconds"), (int, float)) else 0.0
+    for p in ck.model.parameters():
+        p.requires_grad_(False)
+    frozen = TrainedRun(ck.model, step, total, [tuple(h) for h in history], [(step, state_copy(ck.model))],
+                        learned_at=learned_at, seconds=float(seconds), finished=meta.get("finished") is True)
+    return LabRun(settings, stopped=True, frozen=frozen, opened_from=name)
+
+
+def opened_text(run: LabRun) -> str:
+    """What opening a saved model did, for the page."""
+    s, now = run.settings, run.current()
+    return (f"Opened **{md_escape(run.opened_from)}**: a model trained {now.step} of {now.total} steps on the "
+            f"**{s.task}** task (input length {s.length}, seed {s.seed}), {s.attention} attention, {s.encoding} "
+            f"positions, {s.n_layer} layers, {s.n_head} heads, width {s.n_embd}. The controls now show the settings "
+            "it was trained with.")
+
+
+def control_values(settings: LabSettings) -> dict:
+    """The page's controls (their keys) set to ``settings``: what restores a run's settings."""
+    return {key: getattr(settings, name) for key, (name, _) in URL_CONTROLS.items()}
 
 
 def pattern_finding(analysis: Analysis, task: Task, text: str) -> Optional[str]:

@@ -6,6 +6,7 @@ import streamlit as st
 
 from explorer import bertviz_views, figures, lab
 from explorer.attention import ATTENTION
+from explorer.checkpoint import CheckpointError
 from explorer.encodings import ENCODINGS
 from explorer.tasks import TASKS
 import ui
@@ -58,6 +59,24 @@ def stop_training(key="lab_run"):
     S[key].stop()
 
 
+def open_model():
+    """Open the uploaded bundle as this session's Lab model, its settings in the controls; a file
+    that cannot be opened leaves the current model as it is and says why."""
+    upload = S.get("lab_open")
+    if upload is None:
+        return
+    try:
+        opened = lab.open_bundle(upload.getvalue(), upload.name)
+    except CheckpointError as e:
+        S.lab_open_error = str(e)
+        return
+    if S.get("lab_run") is not None:
+        S.lab_run.stop()
+    S.lab_run = opened
+    S.update(lab.control_values(opened.settings))
+    S.lab_open_note = lab.opened_text(opened)
+
+
 def reset():
     for key in ("lab_run", "lab_run_b"):
         run_ = S.pop(key, None)
@@ -81,8 +100,8 @@ with st.sidebar:
     kind = ATTENTION[attention]
     window = D.window
     if kind.size_control is not None:
-        window = st.number_input(kind.size_control.label, 1, 512, D.window, key="lab_window", bind="query-params",
-                                 help=kind.size_control.help)
+        window = st.number_input(kind.size_control.label, *lab.CONTROL_RANGES["window"], D.window, key="lab_window",
+                                 bind="query-params", help=kind.size_control.help)
     encoding = st.selectbox("Positional encoding", ENCODINGS.names(), index=ENCODINGS.names().index(D.encoding),
                             key="lab_encoding", bind="query-params", help="How the model learns where a token is.")
     n_embd = st.select_slider("Width", lab.WIDTHS, D.n_embd, key="lab_width", bind="query-params",
@@ -94,12 +113,13 @@ with st.sidebar:
     n_layer = st.slider("Layers", 1, 6, D.n_layer, key="lab_layers", bind="query-params",
                         help="Transformer blocks, each attention then an MLP.")
     st.header("Training")
-    steps = st.number_input("Training steps", 10, 20000, D.steps, step=50, key="lab_steps", bind="query-params",
+    steps = st.number_input("Training steps", *lab.CONTROL_RANGES["steps"], D.steps, step=50, key="lab_steps",
+                            bind="query-params",
                             help="Optimisation steps of 64 examples each (at most, with the next option).")
     until_learned = st.toggle("Stop when learned", D.until_learned, key="lab_until_learned", bind="query-params",
                               help="Stop once accuracy on fresh examples stays at 99% or more over three checks "
                                    "(tasks with right answers).")
-    seed = st.number_input("Seed", 0, 2**31 - 1, D.seed, key="lab_seed", bind="query-params",
+    seed = st.number_input("Seed", *lab.CONTROL_RANGES["seed"], D.seed, key="lab_seed", bind="query-params",
                            help="Seeds the weights and the data: the same seed gives everyone the same picture.")
 
 settings = lab.LabSettings(task_name, int(length), attention, int(window), int(n_head), encoding, int(n_layer),
@@ -166,7 +186,21 @@ if problem is None and not training:
 if run is not None:
     st.caption("Your trained model lives in this server's memory, for this browser tab (a run with the same "
                "settings and seed is trained once and shared by everyone who asks for it); a server restart "
-               "loses it.")
+               "loses it unless you save it (*Save or open a model*, below).")
+with st.expander("Save or open a model", icon=":material/save:"):
+    if current is not None and not training:
+        st.download_button(f"Download the trained model (step {current.step})", lambda r=run: lab.save_bundle(r),
+                           lab.bundle_name(run.settings), "application/zip", key="lab_save", on_click="ignore",
+                           icon=":material/download:",
+                           help="A zip of the weights (safetensors) and a JSON config: the settings, the vocabulary "
+                                "and the loss history. Open it here later, on this or another server.")
+    st.file_uploader("Open a saved model (.zip)", type=["zip"], key="lab_open", on_change=open_model,
+                     help="A zip saved by the button above. It replaces the model shown, and the controls take "
+                          "the settings it was trained with.")
+    if "lab_open_error" in S:
+        st.error(S.pop("lab_open_error") + " The model shown is unchanged.", icon=":material/error:")
+    if "lab_open_note" in S:
+        st.success(S.pop("lab_open_note"), icon=":material/check_circle:")
 progress_slot = st.empty()
 loss_slot = st.empty()
 

@@ -73,5 +73,5 @@ def test_the_estimate_and_the_about_box():
     at.run()
     estimate = next(c for c in texts(at.caption) if c.startswith("About "))
     assert re.match(r"About \d+ s of training alone for 300 steps", estimate)
-    about = " ".join(m.value for m in at.expander[0].markdown)
+    about = " ".join(m.value for m in next(e for e in at.expander if e.label == "About this model").markdown)
     assert "exactly **16** characters" in about and "Your input has 10 characters" in about
