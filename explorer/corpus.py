@@ -13,6 +13,7 @@ with a message for the page, never anything else.
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +52,12 @@ class Corpus:
         object.__setattr__(self, "chars", chars)
         object.__setattr__(self, "train", ids[:n])
         object.__setattr__(self, "held_out", ids[n:])
+
+    @functools.cached_property
+    def digest(self) -> str:
+        """The sha256 of the text (UTF-8): the corpus's identity in a run's settings and a job's key,
+        never the text itself."""
+        return hashlib.sha256(self.text.encode("utf-8")).hexdigest()
 
     @property
     def tokenizer(self) -> CharTokenizer:

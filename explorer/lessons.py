@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .encodings import ENCODINGS
+from .methods import CurriculumSettings
 from .registry import Registry
 from .tasks import TASKS
 
@@ -132,4 +133,19 @@ _add(Lesson(
                 "a uniform haze onto the thing it names as they train. Then slide **Word** to the shape and to the "
                 "second thing, and try a **Head** of its own: the table at the bottom says how often each mode is "
                 "right on scenes it never saw, and how much of a colour word's attention lands on its thing.",
+))
+_CUR = CurriculumSettings()
+_add(Lesson(
+    "curriculum", "Does a curriculum help?", "training",
+    {"tr_tab": "Curriculum"},
+    autorun=True,
+    explanation=f"Two copies of the same seeded model learn Emma in turns, {_CUR.steps} steps each: one on short "
+                f"sequences, {_CUR.start} characters at first, growing to {_CUR.length} over the first "
+                f"{_CUR.fraction:.0%} of its steps (a **sequence-length curriculum**), one at {_CUR.length} "
+                "throughout. The left plot is that schedule. The right plot is each model's held-out loss, measured "
+                "on the same windows at the full length, against its own training seconds: the curriculum's early "
+                "steps read fewer characters (less compute per step); look whether that buys a lower loss at "
+                "the same time. When both finish, the page says which is ahead, by how much, and why, even where "
+                "that goes against the paper. Then switch **Positional encoding** to **rope** and compare again: a "
+                "learned position table has rows that the short early sequences do not reach, so they stay untrained until the length grows.",
 ))

@@ -18,7 +18,6 @@ the text.
 """
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass, field
 from typing import Optional
@@ -38,15 +37,10 @@ from .train import TrainConfig, Trainer
 HELD_OUT_SEED = 4321  # the held-out windows every measurement of every comparison reads
 
 
-def corpus_digest(corpus: Corpus) -> str:
-    """The sha256 digest of a corpus's text (UTF-8): its identity in a job key."""
-    return hashlib.sha256(corpus.text.encode("utf-8")).hexdigest()
-
-
 @dataclass(frozen=True)
 class MethodSettings:
     corpus: str = "emma"  # the corpus's name
-    digest: str = ""  # sha256 of the corpus's text (corpus_digest); the job checks it
+    digest: str = ""  # sha256 of the corpus's text (Corpus.digest); the job checks it
     n_layer: int = 4  # blocks
     n_embd: int = 128  # width
     n_head: int = 4  # attention heads
@@ -58,10 +52,22 @@ class MethodSettings:
     every: int = 15  # steps between held-out measurements
     eval_batches: int = 4  # held-out batches per measurement
     seed: int = 0  # seeds the weights (the same for both models) and the data stream
+    encoding: str = "learned"  # positional encoding, a name in explorer.encodings.ENCODINGS
 
     def model_config(self, vocab_size: int) -> ModelConfig:
         return ModelConfig(vocab_size=vocab_size, block_size=self.length, n_layer=self.n_layer,
-                           n_embd=self.n_embd, n_head=self.n_head)
+                           n_embd=self.n_embd, n_head=self.n_head, encoding=self.encoding)
+
+    def problem(self, vocab_size: int) -> Optional[str]:
+        """Why these settings cannot run on a text of ``vocab_size`` characters, or None."""
+        if not 1 <= self.every <= self.steps:
+            return f"steps = {self.steps}: train at least {max(1, self.every)} steps (one measurement)"
+        try:
+            self.model_config(vocab_size)
+            self.arms()
+        except ValueError as e:
+            return str(e)
+        return None
 
     def train_config(self, **changes) -> TrainConfig:
         return TrainConfig(steps=self.steps, batch_size=self.batch_size, lr=self.lr, warmup=self.warmup,
@@ -69,7 +75,7 @@ class MethodSettings:
 
     def for_corpus(self, corpus: Corpus):
         """These settings naming ``corpus`` (its name and digest)."""
-        return type(self)(**{**self.__dict__, "corpus": corpus.name, "digest": corpus_digest(corpus)})
+        return type(self)(**{**self.__dict__, "corpus": corpus.name, "digest": corpus.digest})
 
 
 @dataclass(frozen=True)
@@ -81,6 +87,12 @@ class CurriculumSettings(MethodSettings):
     @property
     def curriculum(self) -> Curriculum:
         return Curriculum(self.start, self.fraction, self.multiple)
+
+    def problem(self, vocab_size: int) -> Optional[str]:
+        if self.start > self.length:
+            return (f"start length = {self.start} is above the full length of {self.length}: a curriculum starts "
+                    "shorter and grows to the full length")
+        return super().problem(vocab_size)
 
     def arms(self) -> dict[str, TrainConfig]:
         return {"curriculum": self.train_config(curriculum=self.curriculum), "fixed": self.train_config()}
@@ -95,10 +107,26 @@ class PrecisionSettings(MethodSettings):
         return {p: self.train_config(precision=p) for p in self.precisions}
 
 
+# The Training page's controls of the two comparisons (URL key -> settings field) and their choices.
+CURRICULUM_CONTROLS = {"tr_cur_steps": "steps", "tr_cur_length": "length", "tr_cur_start": "start",
+                       "tr_cur_fraction": "fraction", "tr_cur_encoding": "encoding"}
+PRECISION_CONTROLS = {"tr_prec_steps": "steps"}
+STEP_CHOICES = (30, 60, 90, 150, 300, 600)  # steps of each arm
+LENGTH_CHOICES = (16, 32, 64, 128, 256)  # full sequence lengths
+START_CHOICES = (8, 16, 32, 64, 128)  # the curriculum's first length
+FRACTION_RANGE = (0.1, 1.0)  # share of the steps spent growing the length
+
+
 def url_defaults() -> dict:
+    """The page's comparison controls at their defaults."""
     c, p = CurriculumSettings(), PrecisionSettings()
-    return {"tr_cur_steps": c.steps, "tr_cur_start": c.start, "tr_cur_fraction": c.fraction,
-            "tr_prec_steps": p.steps}
+    return ({key: getattr(c, name) for key, name in CURRICULUM_CONTROLS.items()}
+            | {key: getattr(p, name) for key, name in PRECISION_CONTROLS.items()})
+
+
+def settings_from(kind: type, corpus: Corpus, values: dict, controls: dict):
+    """Settings of ``kind`` naming ``corpus``, with the page's control ``values`` (URL key -> value)."""
+    return kind(**{name: values[key] for key, name in controls.items()}).for_corpus(corpus)
 
 
 @dataclass
@@ -129,6 +157,10 @@ class ComparisonRun:
         """Milliseconds per training step of an arm, over its whole run."""
         last = self.records[arm][-1]
         return 1000 * last.seconds / max(1, last.step)
+
+    def step_series(self) -> dict:
+        """Held-out loss against the training step, per arm: ``{arm: (steps, losses)}``."""
+        return {arm: ([r.step for r in recs], [r.loss for r in recs]) for arm, recs in self.records.items()}
 
     def common_seconds(self) -> float:
         """The longest time both arms have trained."""
@@ -212,7 +244,7 @@ class ComparisonJob(TurnsJob):
     kind = ""  # the first element of the key
 
     def __init__(self, settings: MethodSettings, corpus: Corpus):
-        if settings.digest != corpus_digest(corpus):
+        if settings.digest != corpus.digest:
             raise ValueError(f"these settings name corpus {settings.corpus!r} with another text: "
                              "make them with settings.for_corpus(corpus)")
         self.settings, self.corpus = settings, corpus

@@ -130,7 +130,7 @@ add(PageSpec(
 
 add(PageSpec(
     "training", "Training", "pages/training.py", ":material/model_training:", "tr_", charts=4,
-    reserved=("tr_trained",), order=70, defaults="explorer.textlm:url_defaults", shots=(
+    reserved=("tr_trained", "tr_cur_done", "tr_prec_done"), order=70, defaults="explorer.textlm:url_defaults", shots=(
         Shot("training", "?tr_trained=1", 4, "Training on text: a character-level model trained on Jane Austen's "
              "Emma, its train and held-out loss, the learning-rate schedule with the current step marked, samples "
              "as it trained, and the attention of what it writes."),

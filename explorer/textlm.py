@@ -16,7 +16,6 @@ goes. The functions after ``training_job`` turn a run into what the page draws.
 """
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass
 from typing import Optional
@@ -36,7 +35,7 @@ from .train import TrainConfig, Trainer
 @dataclass(frozen=True)
 class TextSettings:
     corpus: str = BUILTIN  # the corpus's name: "emma" (built in) or the uploaded file's name
-    digest: str = ""  # sha256 of the corpus's text (``digest``), never the text itself; "" = the built-in corpus
+    digest: str = ""  # sha256 of the corpus's text (``Corpus.digest``), never the text itself; "" = the built-in corpus
     n_layer: int = 4  # transformer blocks
     n_head: int = 4  # attention heads per block; must divide n_embd
     n_embd: int = 128  # residual stream width
@@ -79,20 +78,15 @@ class TextSettings:
         return None
 
 
-def digest(corpus: Corpus) -> str:
-    """The sha256 of a corpus's text (UTF-8): what a run's settings keep instead of the text."""
-    return hashlib.sha256(corpus.text.encode("utf-8")).hexdigest()
-
-
 def settings_for(corpus: Corpus, **fields) -> TextSettings:
     """Settings naming ``corpus`` (its name and digest) with the other fields given."""
-    return TextSettings(corpus=corpus.name, digest=digest(corpus), **fields)
+    return TextSettings(corpus=corpus.name, digest=corpus.digest, **fields)
 
 
 def check_corpus(settings: TextSettings, corpus: Corpus) -> None:
     """``ValueError`` unless ``settings`` name ``corpus`` (an empty digest stands for the built-in)."""
-    wanted = settings.digest or (digest(corpus) if settings.corpus == BUILTIN else "")
-    if settings.corpus != corpus.name or wanted != digest(corpus):
+    wanted = settings.digest or (corpus.digest if settings.corpus == BUILTIN else "")
+    if settings.corpus != corpus.name or wanted != corpus.digest:
         raise ValueError(f"these settings are for the text {settings.corpus!r}, not {corpus.name!r}")
 
 
@@ -117,16 +111,20 @@ SAMPLE_DEFAULTS = {"tr_prompt": "", "tr_chars": 300, "tr_temperature": 0.8, "tr_
 def url_defaults() -> dict:
     """Every control of the page at its default (what a lesson starts from)."""
     d = TextSettings()
+    from . import methods, train_ddp
+
     return {"tr_tab": "Train on text", "tr_source": SOURCES[0]} | {
-        key: getattr(d, name) for key, name in URL_CONTROLS.items()} | SAMPLE_DEFAULTS
+        key: getattr(d, name) for key, name in URL_CONTROLS.items()} | SAMPLE_DEFAULTS | methods.url_defaults() \
+        | train_ddp.url_defaults()
 
 
 SOURCES = ("Jane Austen, Emma", "Your own text")  # the corpus choice
 
 
-def device_label() -> str:
-    """Where the page's runs compute (every run here trains on the CPU)."""
-    return "CPU"
+def run_device() -> torch.device:
+    """Where the page's runs compute: every model here is built and trained on the CPU (shown with
+    ``explorer.device.describe``, which says so when a CUDA GPU is present and unused)."""
+    return torch.device("cpu")
 
 
 # ---------------------------------------------------------------------------------------------- sampling
@@ -265,3 +263,85 @@ def findings(run: TrainedRun, corpus: Corpus) -> list[str]:
         out.append(f"Train loss over the last {len(recent)} steps: {train:.2f}; held-out: {last:.2f} "
                    f"({'a gap of ' + format(last - train, '.2f') if last > train else 'no gap yet'}).")
     return out
+
+
+# ---------------------------------------------------------------------------------------------- checkpoints
+SOURCE = "training"  # a checkpoint's meta["source"] when this page saved it
+
+
+def save_bundle(run: TrainedRun, settings: TextSettings, corpus: Corpus) -> bytes:
+    """The text model as trained so far as a checkpoint bundle (safetensors + JSON config), with
+    what it was trained on: the corpus's name and digest, the settings and the steps."""
+    from dataclasses import asdict
+
+    from .checkpoint import bundle
+
+    if run is None or not run.step:
+        raise ValueError("nothing trained yet: train a model on the first tab")
+    losses = [m["held_out_loss"] for _, m in run.probes]
+    meta = {"source": SOURCE, "corpus": corpus.name, "title": corpus.title, "digest": corpus.digest,
+            "settings": asdict(settings), "steps": run.step, "total": run.total,
+            "held_out_loss": losses[-1] if losses else None}
+    return bundle(run.model, corpus.chars, meta)
+
+
+def bundle_name(settings: TextSettings, steps: int) -> str:
+    """The file name a text model is downloaded as."""
+    name = "".join(c if c.isalnum() else "-" for c in settings.corpus.rsplit(".", 1)[0])[:40]
+    return (f"textlm-{name}-L{settings.n_layer}-H{settings.n_head}-C{settings.n_embd}-ctx{settings.context}-"
+            f"{settings.attention}-{settings.encoding}-step{steps}.zip")
+
+
+@dataclass
+class OpenedModel:
+    model: GPT  # the saved model, eval mode
+    corpus: Corpus  # its characters alone (name as saved): the tokenizer it writes with
+    settings: TextSettings  # its architecture (what ``write_with`` reads: layers, heads, context)
+    meta: dict  # what it was trained on, as saved
+    step: int  # steps it was trained
+    name: str  # the file it came from
+
+
+def open_bundle(data: bytes, name: str) -> OpenedModel:
+    """A text model saved by ``save_bundle``; ``CheckpointError`` says why a file cannot be opened
+    here (a damaged file, or a model saved by another page)."""
+    from .checkpoint import CheckpointError, load_bundle
+
+    ck = load_bundle(data)
+    meta = ck.meta
+    if meta.get("source") != SOURCE:
+        where = {"attention_lab": "the Attention Lab"}.get(meta.get("source"), "another page")
+        task = meta.get("task")
+        raise CheckpointError(f"This file holds a model saved by {where}"
+                              + (f" (trained on the task {task!r})" if isinstance(task, str) else "")
+                              + ", not a text model: its tokens are not the characters of a text. Open it on the "
+                                "page that saved it.")
+    if not isinstance(meta.get("corpus"), str) or not isinstance(meta.get("digest"), str):
+        raise CheckpointError("This file's meta does not say which text the model was trained on.")
+    steps = meta.get("steps")
+    c = ck.config
+    settings = TextSettings(corpus=meta["corpus"], digest=meta["digest"], n_layer=c.n_layer, n_head=c.n_head,
+                            n_embd=c.n_embd, context=c.block_size, attention=c.attention, encoding=c.encoding)
+    return OpenedModel(ck.model, Corpus(meta["corpus"], ck.chars), settings, meta,
+                       steps if isinstance(steps, int) and not isinstance(steps, bool) else 0, name)
+
+
+def opened_notes(opened: OpenedModel, corpus: Corpus) -> tuple[str, list[str]]:
+    """How an opened model relates to the text chosen on the page: ``(level, sentences)``, level
+    "same" (this text), "other_text" (another text, the same characters) or "other_chars"."""
+    title = opened.meta.get("title") if isinstance(opened.meta.get("title"), str) else opened.meta["corpus"]
+    head = (f"{opened.name}: a model of {opened.settings.n_layer} layer(s), {opened.settings.n_head} head(s), width "
+            f"{opened.settings.n_embd}, context {opened.settings.context}, trained {opened.step} steps on {title}.")
+    if opened.meta["digest"] == corpus.digest:
+        return "same", [head, f"It was trained on the text chosen above ({corpus.title}): it writes with its "
+                              f"{corpus.vocab_size} characters."]
+    if opened.corpus.chars == corpus.chars:
+        return "other_text", [head, f"It was trained on a different text than the one chosen above ({corpus.title}), "
+                                    f"with the same {corpus.vocab_size} characters: it writes in the style of the text "
+                                    "it learned, not of this one."]
+    only_model = len(set(opened.corpus.chars) - set(corpus.chars))
+    only_text = len(set(corpus.chars) - set(opened.corpus.chars))
+    return "other_chars", [head, f"It was trained on a different text than the one chosen above ({corpus.title}), "
+                                 f"with different characters: {opened.corpus.vocab_size} against {corpus.vocab_size} "
+                                 f"({only_model} only in the model's, {only_text} only in this text's). It writes "
+                                 "with its own characters; a prompt may use only those."]

@@ -436,10 +436,42 @@ def findings(c: Comparison) -> list[str]:
     if n > c.cores:
         out.append(f"This machine lets us use {c.cores} core(s) for {n} workers, so workers share cores and "
                    "cannot all compute at once: the speed-up is capped here, not by data parallelism.")
+    if not faster:
+        grads = sum(t.numel() for t in c.parallel.state_dict.values()) * 4
+        out.append(f"Why slower: each of the {n} workers computes only {per} of the {s.batch_size} sequences, but every "
+                   f"step it also sends and receives its gradients ({grads / 1e6:.2f} MB of float32 for this model) "
+                   "through gloo over local sockets and waits for the slowest worker. A model this small computes "
+                   "its share in little time, so those fixed costs weigh more than the compute saved; data "
+                   "parallelism pays when each worker's compute is large against the gradients it exchanges.")
     out.append(f"After {s.steps} steps the parameters differ from one-process training on the same global batch by "
                f"at most {c.max_abs_diff:.2g}: the same step, up to float32 rounding (the all-reduce adds the "
                "workers' gradients in another order than one process sums its batch).")
     return out
+
+
+# The Training page's controls: URL key -> DDPSettings field, and their choices.
+PAGE_CONTROLS = {"tr_ddp_workers": "workers", "tr_ddp_steps": "steps", "tr_ddp_batch": "batch_size"}
+WORKER_RANGE = (1, 4)
+STEP_CHOICES = (10, 20, 50, 100, 200)
+BATCH_CHOICES = (4, 6, 8, 12, 16, 24, 32, 48, 64)  # global batches (some do not divide over 3 or 4 workers)
+
+
+def url_defaults() -> dict:
+    d = DDPSettings()
+    return {key: getattr(d, name) for key, name in PAGE_CONTROLS.items()}
+
+
+def command_lines(settings: DDPSettings) -> dict[str, str]:
+    """The shell commands that run ``settings`` outside the app: the launcher (local workers on
+    127.0.0.1) and torchrun (one machine here; add ``--nnodes`` and a rendezvous endpoint for more).
+    Fields at their defaults are left out, ``--workers`` is always given to the launcher."""
+    default = DDPSettings()
+    given = [a for f in dataclasses.fields(settings) if f.name not in ("workers", "fail_rank", "hang_rank")
+             and getattr(settings, f.name) != getattr(default, f.name)
+             for a in (f"--{f.name.replace('_', '-')}", str(getattr(settings, f.name)))]
+    args = " ".join(given)
+    return {"launcher": f"python -m explorer.train_ddp --workers {settings.workers} {args}".rstrip(),
+            "torchrun": f"torchrun --standalone --nproc-per-node {settings.workers} -m explorer.train_ddp {args}".rstrip()}
 
 
 class DDPJob(Job):
@@ -501,6 +533,10 @@ class DDPJob(Job):
         return True
 
     def result(self) -> Optional[Comparison]:
+        return self._result
+
+    def live(self) -> Optional[Comparison]:
+        """What a page shows of it now (the comparison once every run finished, else None)."""
         return self._result
 
     def progress(self) -> tuple[float, str]:

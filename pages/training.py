@@ -2,7 +2,8 @@
 held-out loss, the learning-rate schedule, samples as it trains, and the attention of what it writes."""
 import streamlit as st
 
-from explorer import corpus as texts, figures, textlm
+from explorer import corpus as texts, device, figures, methods, precision, textlm, train_ddp
+from explorer.checkpoint import CheckpointError
 from explorer.attention import ATTENTION
 from explorer.encodings import ENCODINGS
 from explorer.figures import md_escape
@@ -57,7 +58,7 @@ def choose_corpus() -> texts.Corpus:
     corpus = own or texts.builtin()
     st.caption(f"**{md_escape(corpus.title)}**: {len(corpus.text):,} characters, {corpus.vocab_size} distinct (one token "
                f"each); the last {len(corpus.held_out):,} are held out to measure the model. Runs on: "
-               f"**{textlm.device_label()}**.")
+               f"**{device.describe(textlm.run_device())}**.")
     return corpus
 
 
@@ -222,6 +223,253 @@ def write_with(shown, corpus, settings, key, training) -> None:
                "the model read when it wrote the sample's last one.")
 
 
+# ---------------------------------------------------------------------------------------------- comparisons
+def start_comparison(name, settings, corpus) -> None:
+    ui.start_job(name, methods.job(settings, corpus))
+
+
+def comparison(name: str, flag: str, settings, corpus, keys: tuple, help: str):
+    """Compare/Stop for a comparison job; ``(handle, run, training)`` (run: live, finished or stopped)."""
+    key = (methods.JOBS[type(settings)].kind, settings)  # the job's key
+    handle, run, status = ui.current_job(name, key)
+    if ui.arrived_to_run(PAGE, flag) and handle is None:
+        start_comparison(name, settings, corpus)
+        handle, run, status = ui.current_job(name, key)
+    training = status in ("queued", "running")
+    slot = ui.job_buttons(name, start_comparison, (name, settings, corpus), training, keys, help, label="▶ Compare")
+    ui.mark_finished(flag, status == "done")
+    if status in ("failed", "refused"):
+        st.error(f"The comparison could not go on: {md_escape(str(handle.error))}.", icon=":material/error:")
+    if training:
+        notice = ui.queue_notice(handle, "your comparison")
+        slot.markdown(f"**Comparing…** {handle.progress()[1]}" + (f"  \n{notice}" if notice else ""))
+    elif run is not None:
+        slot.markdown(f"{'Finished' if run.finished else 'Stopped'} after {run.step} of {settings.steps} steps each.")
+    return handle, run, training
+
+
+def show_findings(run) -> None:
+    st.markdown("**What came out**\n" + "\n".join(f"- {line}" for line in run.findings()))
+
+
+def curriculum_tab(corpus: texts.Corpus, _settings) -> None:
+    st.markdown("The same seeded model trained twice on the text chosen above: once with short sequences growing to "
+                "the full length (a **sequence-length curriculum**, Li et al. 2022), once at the full length "
+                "throughout. Both are measured on the same held-out windows at the full length.")
+    c1, c2, c3, c4, c5 = st.columns(5)
+    values = {
+        "tr_cur_steps": c1.select_slider("Steps (each)", methods.STEP_CHOICES, DEFAULTS["tr_cur_steps"], key="tr_cur_steps",
+                                         bind="query-params", help="Training steps of each of the two models."),
+        "tr_cur_length": c2.select_slider("Full length", methods.LENGTH_CHOICES, DEFAULTS["tr_cur_length"],
+                                          key="tr_cur_length", bind="query-params",
+                                          help="Characters per sequence at the end (the model's context)."),
+        "tr_cur_start": c3.select_slider("Start length", methods.START_CHOICES, DEFAULTS["tr_cur_start"],
+                                         key="tr_cur_start", bind="query-params",
+                                         help="The curriculum's first sequence length."),
+        "tr_cur_fraction": c4.slider("Growth fraction", *methods.FRACTION_RANGE, DEFAULTS["tr_cur_fraction"], step=0.1,
+                                     key="tr_cur_fraction", bind="query-params",
+                                     help="Share of the steps over which the length grows to the full length."),
+        "tr_cur_encoding": c5.selectbox("Positional encoding", ENCODINGS.names(),
+                                        index=ENCODINGS.names().index(DEFAULTS["tr_cur_encoding"]), key="tr_cur_encoding",
+                                        bind="query-params", help="Learned position rows beyond the lengths trained "
+                                        "so far stay untrained; RoPE has no such rows."),
+    }
+    settings = methods.settings_from(methods.CurriculumSettings, corpus, values, methods.CURRICULUM_CONTROLS)
+    problem = settings.problem(corpus.vocab_size)
+    if problem:
+        st.error(f"These settings cannot compare: {md_escape(problem)}.", icon=":material/error:")
+        return
+    handle, run, training = comparison("tr_cur_handle", "tr_cur_done", settings, corpus, ("tr_cur_go", "tr_cur_stop"),
+                                       "Train both models in turns on this server.")
+    c_s, c_l = st.columns([2, 3])
+    sched_slot, loss_slot = c_s.empty(), c_l.empty()
+    steps = list(range(settings.steps))
+
+    def draw() -> None:
+        now = handle.job.live() if training else run
+        ui.chart(figures.lines_figure({"curriculum": (steps, settings.curriculum.schedule(settings.length,
+                                                                                          settings.steps)),
+                                       "fixed length": (steps, [settings.length] * settings.steps)},
+                                      "sequence length at each step", "training step", "sequence length",
+                                      height=340, plain=("curriculum", "fixed length")), "tr_cur_schedule",
+                 "The sequence length of every training step, for the curriculum and at fixed length.",
+                 slot=sched_slot)
+        series = now.series() if now is not None else {}
+        if series:
+            ui.chart(figures.lines_figure(series, "held-out loss against training time", "training seconds",
+                                          "held-out loss (nats per character)", height=340), "tr_cur_loss",
+                     "Held-out loss of both models against their own training seconds.", slot=loss_slot)
+        else:
+            loss_slot.info("Press **Compare**: the held-out loss of both models against training time appears here.",
+                           icon=":material/play_arrow:")
+
+    if training:
+        ui.live(handle, draw, [sched_slot, loss_slot])
+    else:
+        draw()
+    if run is not None and not training and run.step:
+        show_findings(run)
+
+
+def precision_tab(corpus: texts.Corpus, _settings) -> None:
+    st.markdown("The same seeded model trained twice: once in **bf16 mixed precision** (autocast: matrix multiplies "
+                "in bfloat16) and once in **fp32**. Time per step, the loss curves, and where each number of one "
+                "bf16 step was held, measured.")
+    dev = textlm.run_device()
+    instr = device.cpu_bf16_instructions()
+    st.caption(f"Runs on: **{device.describe(dev)}**. This CPU "
+               + (f"has bfloat16 instructions ({', '.join(instr)})." if instr else
+                  "reports no bfloat16 matrix instructions (no amx_bf16, no avx512_bf16)."))
+    values = {"tr_prec_steps": st.select_slider("Steps (each)", methods.STEP_CHOICES, DEFAULTS["tr_prec_steps"],
+                                                key="tr_prec_steps", bind="query-params",
+                                                help="Training steps of each of the two models.")}
+    settings = methods.settings_from(methods.PrecisionSettings, corpus, values, methods.PRECISION_CONTROLS)
+    problem = settings.problem(corpus.vocab_size)
+    if problem:
+        st.error(f"These settings cannot compare: {md_escape(problem)}.", icon=":material/error:")
+        return
+    handle, run, training = comparison("tr_prec_handle", "tr_prec_done", settings, corpus,
+                                       ("tr_prec_go", "tr_prec_stop"), "Train both models in turns on this server.")
+    metrics_slot = st.empty()
+    c_a, c_b = st.columns(2)
+    step_slot, time_slot = c_a.empty(), c_b.empty()
+
+    def draw() -> None:
+        now = handle.job.live() if training else run
+        if now is None:
+            step_slot.info("Press **Compare**: time per step and both loss curves appear here.",
+                           icon=":material/play_arrow:")
+            return
+        with metrics_slot.container():
+            cols = st.columns(len(now.records))
+            for col, arm in zip(cols, now.records):
+                col.metric(f"{arm}: time per step", f"{now.step_ms(arm):.0f} ms",
+                           help="This model's own training seconds over its steps (measurements excluded).")
+        ui.chart(figures.lines_figure(now.step_series(), "held-out loss against step", "training step",
+                                      "held-out loss (nats per character)", height=320), "tr_prec_steps_chart",
+                 "Held-out loss of the bf16 and fp32 models at each measured step.", slot=step_slot)
+        ui.chart(figures.lines_figure(now.series(), "held-out loss against training time", "training seconds",
+                                      "held-out loss (nats per character)", height=320), "tr_prec_time_chart",
+                 "Held-out loss of both models against their own training seconds.", slot=time_slot)
+
+    if training:
+        ui.live(handle, draw, [metrics_slot, step_slot, time_slot])
+    else:
+        draw()
+    if run is not None and not training and run.step:
+        show_findings(run)
+        if run.report:
+            st.markdown("**Where each number of one bf16 training step was held** (measured by "
+                        "`precision_report`: hooks on the norms, the model's trace, the gradients and AdamW's state)")
+            st.table({"where": [w for w, _ in run.report], "dtype": [d for _, d in run.report]})
+
+
+# ---------------------------------------------------------------------------------------------- data-parallel
+def start_ddp(settings) -> None:
+    try:
+        ui.start_job("tr_ddp_handle", train_ddp.DDPJob(settings))
+    except train_ddp.SettingsError as e:
+        S.tr_ddp_error = str(e)
+
+
+def ddp_tab(corpus: texts.Corpus, _settings) -> None:
+    st.markdown("**Data-parallel training** on `torch.distributed` (gloo): each worker is a separate process with "
+                "its own copy of the model and its share of every global batch; their gradients are averaged "
+                "(all-reduce) before every step. The page runs your workers, then one worker (the throughput "
+                "baseline), then the same training in this process (the reference the parameters are compared "
+                "with). It always trains on the built-in novel.")
+    c1, c2, c3 = st.columns(3)
+    workers = c1.slider("Workers", *train_ddp.WORKER_RANGE, DEFAULTS["tr_ddp_workers"], key="tr_ddp_workers",
+                        bind="query-params", help="Local worker processes.")
+    steps = c2.select_slider("Steps", train_ddp.STEP_CHOICES, DEFAULTS["tr_ddp_steps"], key="tr_ddp_steps",
+                             bind="query-params")
+    batch = c3.select_slider("Global batch", train_ddp.BATCH_CHOICES, DEFAULTS["tr_ddp_batch"], key="tr_ddp_batch",
+                             bind="query-params", help="Sequences per step over all workers, split evenly.")
+    settings = train_ddp.DDPSettings(workers=int(workers), steps=int(steps), batch_size=int(batch))
+    try:
+        settings.validate()
+    except train_ddp.SettingsError as e:
+        st.error(f"These settings cannot run: {md_escape(str(e))}.", icon=":material/error:")
+        return
+    lines = train_ddp.command_lines(settings)
+    st.markdown("The same run from a shell (the launcher starts the workers on free ports of 127.0.0.1; under "
+                "torchrun the same script is one worker, so it runs across machines unchanged):")
+    st.code(lines["launcher"], language="bash")
+    st.code(lines["torchrun"], language="bash")
+    handle, result, status = ui.current_job("tr_ddp_handle", ("ddp", settings))
+    running = status in ("queued", "running")
+    slot = ui.job_buttons("tr_ddp_handle", start_ddp, (settings,), running, ("tr_ddp_go", "tr_ddp_stop"),
+                          "Start the workers (Stop kills them).", label="▶ Start")
+    if "tr_ddp_error" in S:
+        st.error(f"These settings cannot run: {md_escape(S.pop('tr_ddp_error'))}.", icon=":material/error:")
+    if status in ("failed", "refused"):
+        st.error(f"The data-parallel run failed: {md_escape(str(handle.error))}", icon=":material/error:")
+    progress_slot = st.empty()
+    if running:
+        def draw() -> None:
+            fraction, what = handle.progress()
+            notice = ui.queue_notice(handle, "your run")
+            slot.markdown("**Running…**" + (f"  \n{notice}" if notice else ""))
+            progress_slot.progress(min(1.0, fraction), text=what)
+        ui.live(handle, draw, [slot, progress_slot])
+        return
+    if result is None:
+        slot.markdown("Not run yet." if handle is None else "Stopped: every worker was killed.")
+        return
+    c = result
+    m1, m2, m3 = st.columns(3)
+    m1.metric(f"{settings.workers} worker(s) together", f"{c.parallel.tokens_per_s:,.0f} tokens/s")
+    m2.metric("1 worker (baseline)", f"{c.single.tokens_per_s:,.0f} tokens/s")
+    m3.metric("Speed-up", f"{c.speedup:.2f}×", help=f"The ideal is {settings.workers}×.")
+    st.markdown("**Each worker**")
+    st.table({"rank": [w.rank for w in c.parallel.workers], "device": [w.device for w in c.parallel.workers],
+              "ms per step": [f"{w.step_s * 1e3:.1f}" for w in c.parallel.workers],
+              "tokens/s": [f"{w.tokens_per_s:,.0f}" for w in c.parallel.workers]})
+    st.metric("Largest parameter difference against one process", f"{c.max_abs_diff:.2g}",
+              help="Max |parameter of the workers' run − parameter of single-process training on the same global "
+                   "batch| after the same steps.")
+    st.markdown("**What came out**\n" + "\n".join(f"- {line}" for line in c.findings))
+
+
+# ---------------------------------------------------------------------------------------------- checkpoints
+def open_model() -> None:
+    """Open the uploaded bundle as this session's opened model; a file that cannot be opened leaves
+    the current one and says why."""
+    upload = S.get("tr_ckpt_open")
+    if upload is None:
+        return
+    try:
+        S.tr_opened = textlm.open_bundle(upload.getvalue(), upload.name)
+    except CheckpointError as e:
+        S.tr_open_error = str(e)
+
+
+def checkpoints_tab(corpus: texts.Corpus, settings: textlm.TextSettings) -> None:
+    st.markdown("Save the model trained on **Train on text** as a zip of its weights (safetensors, never pickle) "
+                "and a JSON config (its settings, its characters, the text it learned), and open a saved one to "
+                "write with it.")
+    handle, run, status = ui.current_job("tr_handle", ("textlm", settings))
+    if run is not None and run.step and status not in ("queued", "running"):
+        st.download_button(f"Download the model trained on {corpus.title} (step {run.step})",
+                           lambda: textlm.save_bundle(run, settings, corpus), textlm.bundle_name(settings, run.step),
+                           "application/zip", key="tr_ckpt_save", on_click="ignore", icon=":material/download:")
+    else:
+        st.info("No trained model with the sidebar's settings yet: train one on **Train on text** (or wait for it "
+                "to finish) to download it here.", icon=":material/info:")
+    st.file_uploader("Open a saved text model (.zip)", type=["zip"], key="tr_ckpt_open", on_change=open_model,
+                     help="A zip saved by the button above.")
+    opened = S.get("tr_opened")
+    if "tr_open_error" in S:
+        kept = "The opened model is unchanged." if opened is not None else "No model was opened."
+        st.error(f"{md_escape(S.pop('tr_open_error'))} {kept}", icon=":material/error:")
+    if opened is None:
+        return
+    level, notes = textlm.opened_notes(opened, corpus)
+    (st.success if level == "same" else st.warning)(md_escape(" ".join(notes)), icon=":material/description:")
+    write_with(opened, opened.corpus, opened.settings, ("opened", opened.name, opened.meta["digest"], opened.step),
+               False)
+
+
 # ---------------------------------------------------------------------------------------------- the page
 st.title("Training")
 st.caption("How a language model is trained: a character-level transformer learns to predict the next character of a "
@@ -230,7 +478,8 @@ st.caption("How a language model is trained: a character-level transformer learn
 
 corpus = choose_corpus()
 settings = sidebar_settings(corpus)
-TABS = {"Train on text": train_on_text}  # tab title -> its view (corpus, settings)
+TABS = {"Train on text": train_on_text, "Curriculum": curriculum_tab, "Mixed precision": precision_tab,
+        "Data-parallel": ddp_tab, "Checkpoints": checkpoints_tab}  # tab title -> its view (corpus, settings)
 for (title, view), tab in zip(TABS.items(), st.tabs(list(TABS), key="tr_tab", on_change="rerun", bind="query-params")):
     if tab.open:
         with tab:
