@@ -171,31 +171,51 @@ def train_on_text(corpus: texts.Corpus, settings: textlm.TextSettings) -> None:
             "re-reads only its last ones (as nanoGPT's sampler does).")
 
 
+def write_controls(corpus, disabled: bool = False) -> tuple:
+    """The sampling controls (always drawn: disabled while nothing can be written)."""
+    c_p, c_n = st.columns([3, 1])
+    prompt = c_p.text_input("Prompt", key="tr_prompt", bind="query-params", disabled=disabled, max_chars=500,
+                            placeholder=f"empty: start from {textlm.probe_start_words(corpus)}",
+                            help=f"Only characters of the text ({corpus.vocab_size} of them).")
+    n = c_n.slider("Characters to write", 20, 1000, DEFAULTS["tr_chars"], step=10, key="tr_chars", bind="query-params",
+                   disabled=disabled)
+    c_t, c_k, c_s = st.columns(3)
+    temperature = c_t.slider("Temperature", 0.0, 2.0, DEFAULTS["tr_temperature"], step=0.1, key="tr_temperature",
+                             bind="query-params", disabled=disabled, help="0 always takes the likeliest character.")
+    top_k = c_k.select_slider("Top-k", textlm.TOP_K_CHOICES, DEFAULTS["tr_top_k"], key="tr_top_k",
+                              bind="query-params", disabled=disabled, format_func=lambda k: "all" if k == 0 else str(k),
+                              help="Draw only among the k likeliest characters (all: no limit).")
+    seed = c_s.number_input("Sample seed", 0, 2**31 - 1, DEFAULTS["tr_sample_seed"], key="tr_sample_seed",
+                            bind="query-params", disabled=disabled, help="The same seed writes the same text.")
+    return prompt, n, temperature, top_k, seed
+
+
+def head_controls(settings, disabled: bool = False) -> tuple:
+    """The layer and head whose attention is drawn."""
+    for name, count in (("tr_layer", settings.n_layer), ("tr_head", settings.n_head)):
+        if S.get(name, 0) >= count:
+            S[name] = 0  # fewer layers or heads than the link's
+    c_l, c_h = st.columns(2)
+    return (c_l.selectbox("Layer", list(range(settings.n_layer)), key="tr_layer", bind="query-params", disabled=disabled),
+            c_h.selectbox("Head", list(range(settings.n_head)), key="tr_head", bind="query-params", disabled=disabled))
+
+
 def write_with(shown, corpus, settings, key, training) -> None:
     """A sample from the model shown, with temperature and top-k, and the attention that wrote it."""
     st.subheader("Write with the model")
     if training:
         st.caption("When training ends (or you stop it), write with the model here and see its attention.")
+        write_controls(corpus, disabled=True)
+        head_controls(settings, disabled=True)
         return
-    c_p, c_n = st.columns([3, 1])
-    prompt = c_p.text_input("Prompt", key="tr_prompt", bind="query-params", max_chars=500,
-                            placeholder=f"empty: start from {textlm.probe_start_words(corpus)}",
-                            help=f"Only characters of the text ({corpus.vocab_size} of them).")
-    n = c_n.slider("Characters to write", 20, 1000, DEFAULTS["tr_chars"], step=10, key="tr_chars", bind="query-params")
-    c_t, c_k, c_s = st.columns(3)
-    temperature = c_t.slider("Temperature", 0.0, 2.0, DEFAULTS["tr_temperature"], step=0.1, key="tr_temperature",
-                             bind="query-params", help="0 always takes the likeliest character.")
-    top_k = c_k.select_slider("Top-k", textlm.TOP_K_CHOICES, DEFAULTS["tr_top_k"], key="tr_top_k",
-                              bind="query-params", format_func=lambda k: "all" if k == 0 else str(k),
-                              help="Draw only among the k likeliest characters (all: no limit).")
-    seed = c_s.number_input("Sample seed", 0, 2**31 - 1, DEFAULTS["tr_sample_seed"], key="tr_sample_seed",
-                            bind="query-params", help="The same seed writes the same text.")
+    prompt, n, temperature, top_k, seed = write_controls(corpus)
     try:
         gen = ui.cached("tr_samples", (key, shown.step, prompt, int(n), float(temperature), int(top_k), int(seed)),
                         lambda: textlm.sample(shown.model, corpus, prompt, int(n), float(temperature), int(top_k),
                                               int(seed)))
     except textlm.PromptError as e:
         st.warning(f"Nothing written: {md_escape(str(e))}.", icon=":material/edit_off:")
+        head_controls(settings, disabled=True)
         return
     written = corpus.tokenizer.decode(gen.ids)
     st.code(written, language=None, wrap_lines=True)
@@ -206,12 +226,7 @@ def write_with(shown, corpus, settings, key, training) -> None:
 
     maps = ui.cached("tr_maps", (key, shown.step, tuple(gen.ids)),
                      lambda: textlm.sample_attention(shown.model, corpus, gen.ids))
-    for name, count in (("tr_layer", settings.n_layer), ("tr_head", settings.n_head)):
-        if S.get(name, 0) >= count:
-            S[name] = 0  # fewer layers or heads than the link's
-    c_l, c_h = st.columns(2)
-    layer = c_l.selectbox("Layer", list(range(settings.n_layer)), key="tr_layer", bind="query-params")
-    head = c_h.selectbox("Head", list(range(settings.n_head)), key="tr_head", bind="query-params")
+    layer, head = head_controls(settings)
     T = len(maps["tokens"])
     ui.chart(figures.attention_heatmap(maps["patterns"][layer, head], maps["tokens"],
                                        f"layer {layer}, head {head}: the last {T} characters of the sample", height=560),
@@ -252,10 +267,8 @@ def show_findings(run) -> None:
     st.markdown("**What came out**\n" + "\n".join(f"- {line}" for line in run.findings()))
 
 
-def curriculum_tab(corpus: texts.Corpus, _settings) -> None:
-    st.markdown("The same seeded model trained twice on the text chosen above: once with short sequences growing to "
-                "the full length (a **sequence-length curriculum**, Li et al. 2022), once at the full length "
-                "throughout. Both are measured on the same held-out windows at the full length.")
+def curriculum_controls(corpus: texts.Corpus):
+    """This tab's controls (drawn even while another tab is open: a link's values are kept)."""
     c1, c2, c3, c4, c5 = st.columns(5)
     values = {
         "tr_cur_steps": c1.select_slider("Steps (each)", methods.STEP_CHOICES, DEFAULTS["tr_cur_steps"], key="tr_cur_steps",
@@ -275,6 +288,14 @@ def curriculum_tab(corpus: texts.Corpus, _settings) -> None:
                                         "so far stay untrained; RoPE has no such rows."),
     }
     settings = methods.settings_from(methods.CurriculumSettings, corpus, values, methods.CURRICULUM_CONTROLS)
+    return settings
+
+
+def curriculum_tab(corpus: texts.Corpus, _settings) -> None:
+    st.markdown("The same seeded model trained twice on the text chosen above: once with short sequences growing to "
+                "the full length (a **sequence-length curriculum**, Li et al. 2022), once at the full length "
+                "throughout. Both are measured on the same held-out windows at the full length.")
+    settings = curriculum_controls(corpus)
     problem = settings.problem(corpus.vocab_size)
     if problem:
         st.error(f"These settings cannot compare: {md_escape(problem)}.", icon=":material/error:")
@@ -311,6 +332,15 @@ def curriculum_tab(corpus: texts.Corpus, _settings) -> None:
         show_findings(run)
 
 
+def precision_controls(corpus: texts.Corpus):
+    """This tab's controls (drawn even while another tab is open: a link's values are kept)."""
+    values = {"tr_prec_steps": st.select_slider("Steps (each)", methods.STEP_CHOICES, DEFAULTS["tr_prec_steps"],
+                                                key="tr_prec_steps", bind="query-params",
+                                                help="Training steps of each of the two models.")}
+    settings = methods.settings_from(methods.PrecisionSettings, corpus, values, methods.PRECISION_CONTROLS)
+    return settings
+
+
 def precision_tab(corpus: texts.Corpus, _settings) -> None:
     st.markdown("The same seeded model trained twice: once in **bf16 mixed precision** (autocast: matrix multiplies "
                 "in bfloat16) and once in **fp32**. Time per step, the loss curves, and where each number of one "
@@ -320,10 +350,7 @@ def precision_tab(corpus: texts.Corpus, _settings) -> None:
     st.caption(f"Runs on: **{device.describe(dev)}**. This CPU "
                + (f"has bfloat16 instructions ({', '.join(instr)})." if instr else
                   "reports no bfloat16 matrix instructions (no amx_bf16, no avx512_bf16)."))
-    values = {"tr_prec_steps": st.select_slider("Steps (each)", methods.STEP_CHOICES, DEFAULTS["tr_prec_steps"],
-                                                key="tr_prec_steps", bind="query-params",
-                                                help="Training steps of each of the two models.")}
-    settings = methods.settings_from(methods.PrecisionSettings, corpus, values, methods.PRECISION_CONTROLS)
+    settings = precision_controls(corpus)
     problem = settings.problem(corpus.vocab_size)
     if problem:
         st.error(f"These settings cannot compare: {md_escape(problem)}.", icon=":material/error:")
@@ -372,12 +399,8 @@ def start_ddp(settings) -> None:
         S.tr_ddp_error = str(e)
 
 
-def ddp_tab(corpus: texts.Corpus, _settings) -> None:
-    st.markdown("**Data-parallel training** on `torch.distributed` (gloo): each worker is a separate process with "
-                "its own copy of the model and its share of every global batch; their gradients are averaged "
-                "(all-reduce) before every step. The page runs your workers, then one worker (the throughput "
-                "baseline), then the same training in this process (the reference the parameters are compared "
-                "with). It always trains on the built-in novel.")
+def ddp_controls(corpus: texts.Corpus):
+    """This tab's controls (drawn even while another tab is open: a link's values are kept)."""
     c1, c2, c3 = st.columns(3)
     workers = c1.slider("Workers", *train_ddp.WORKER_RANGE, DEFAULTS["tr_ddp_workers"], key="tr_ddp_workers",
                         bind="query-params", help="Local worker processes.")
@@ -386,6 +409,16 @@ def ddp_tab(corpus: texts.Corpus, _settings) -> None:
     batch = c3.select_slider("Global batch", train_ddp.BATCH_CHOICES, DEFAULTS["tr_ddp_batch"], key="tr_ddp_batch",
                              bind="query-params", help="Sequences per step over all workers, split evenly.")
     settings = train_ddp.DDPSettings(workers=int(workers), steps=int(steps), batch_size=int(batch))
+    return settings
+
+
+def ddp_tab(corpus: texts.Corpus, _settings) -> None:
+    st.markdown("**Data-parallel training** on `torch.distributed` (gloo): each worker is a separate process with "
+                "its own copy of the model and its share of every global batch; their gradients are averaged "
+                "(all-reduce) before every step. The page runs your workers, then one worker (the throughput "
+                "baseline), then the same training in this process (the reference the parameters are compared "
+                "with). It always trains on the built-in novel.")
+    settings = ddp_controls(corpus)
     try:
         settings.validate()
     except train_ddp.SettingsError as e:
@@ -459,6 +492,9 @@ def checkpoints_tab(corpus: texts.Corpus, settings: textlm.TextSettings) -> None
     st.file_uploader("Open a saved text model (.zip)", type=["zip"], key="tr_ckpt_open", on_change=open_model,
                      help="A zip saved by the button above.")
     opened = S.get("tr_opened")
+    if opened is None:
+        write_controls(corpus, disabled=True)  # the first tab's controls, drawn here while it is closed
+        head_controls(settings, disabled=True)
     if "tr_open_error" in S:
         kept = "The opened model is unchanged." if opened is not None else "No model was opened."
         st.error(f"{md_escape(S.pop('tr_open_error'))} {kept}", icon=":material/error:")
@@ -480,7 +516,15 @@ corpus = choose_corpus()
 settings = sidebar_settings(corpus)
 TABS = {"Train on text": train_on_text, "Curriculum": curriculum_tab, "Mixed precision": precision_tab,
         "Data-parallel": ddp_tab, "Checkpoints": checkpoints_tab}  # tab title -> its view (corpus, settings)
-for (title, view), tab in zip(TABS.items(), st.tabs(list(TABS), key="tr_tab", on_change="rerun", bind="query-params")):
-    if tab.open:
-        with tab:
+CONTROLS = {"Curriculum": curriculum_controls, "Mixed precision": precision_controls,  # drawn in a closed tab
+            "Data-parallel": ddp_controls}
+tabs = dict(zip(TABS, st.tabs(list(TABS), key="tr_tab", on_change="rerun", bind="query-params")))
+for title, view in TABS.items():
+    with tabs[title]:
+        if tabs[title].open:
             view(corpus, settings)
+        elif title in CONTROLS:
+            CONTROLS[title](corpus)
+        elif title == "Train on text" and not tabs["Checkpoints"].open:  # Checkpoints draws these while it is open
+            write_controls(corpus, disabled=True)
+            head_controls(settings, disabled=True)

@@ -220,5 +220,6 @@ def test_settings_must_name_the_corpus_they_are_run_on():
     corpus = builtin()
     with pytest.raises(ValueError, match="for_corpus"):
         methods.job(methods.CurriculumSettings(**TINY), corpus)  # no digest
-    assert set(methods.url_defaults()) == {"tr_cur_steps", "tr_cur_start", "tr_cur_fraction", "tr_prec_steps"}
+    assert set(methods.url_defaults()) == {"tr_cur_steps", "tr_cur_length", "tr_cur_start", "tr_cur_fraction",
+                                         "tr_cur_encoding", "tr_prec_steps"}
     assert all(p in PRECISIONS for p in methods.PrecisionSettings().precisions)

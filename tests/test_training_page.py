@@ -6,7 +6,7 @@ from streamlit.testing.v1 import AppTest
 
 import apptest_helpers as helpers
 from apptest_helpers import assert_clean, open_page, plotly_specs, run_until, texts
-from explorer import corpus as corpora, textlm
+from explorer import corpus as corpora, device, textlm
 from explorer.figures import md_escape
 
 PAGE = "pages/training.py"
@@ -37,7 +37,7 @@ def test_first_open_shows_the_untrained_model_and_its_charts():
     assert abs(held["y"][0] - math.log(emma.vocab_size)) < 0.1  # knowing nothing: about ln(76)
     lr = line(chart(at, "learning rate"), "learning rate")
     assert lr["y"] == textlm.schedule_series(textlm.TextSettings())["learning rate"][1]
-    assert any("Runs on: **CPU**" in c and "883,027 characters" in c for c in texts(at.caption))
+    assert any(f"Runs on: **{device.describe(textlm.run_device())}**" in c and "883,027 characters" in c for c in texts(at.caption))
     assert len(at.code) >= 2  # the untrained model's sample at step 0 and the sample below
     for key, value in textlm.url_defaults().items():  # what a lesson starts from is what the page opens with
         assert at.session_state[key] == value, key

@@ -154,3 +154,10 @@ def test_the_curriculum_lesson_opens_the_curriculum_tab_and_starts():
     handle = at.session_state["tr_cur_handle"]
     assert handle.job.settings == methods.CurriculumSettings().for_corpus(corpora.builtin())
     handle.release(at.session_state["_holder"])  # the default comparison takes a minute: not run here
+
+
+def test_a_link_keeps_the_controls_of_a_closed_tab():
+    at = opened_with({"tr_cur_steps": "30", "tr_prec_steps": "60", "tr_ddp_workers": "3", "tr_prompt": "Emma"})
+    assert not any("ignored" in w for w in texts(at.warning))
+    s = at.session_state
+    assert (s["tr_cur_steps"], s["tr_prec_steps"], s["tr_ddp_workers"], s["tr_prompt"]) == (30, 60, 3, "Emma")
