@@ -2,7 +2,7 @@
 held-out loss, the learning-rate schedule, samples as it trains, and the attention of what it writes."""
 import streamlit as st
 
-from explorer import corpus as texts, device, figures, methods, precision, textlm, train_ddp
+from explorer import corpus as texts, device, figures, methods, textlm, train_ddp
 from explorer.checkpoint import CheckpointError
 from explorer.attention import ATTENTION
 from explorer.encodings import ENCODINGS
