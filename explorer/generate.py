@@ -56,7 +56,8 @@ def generate(
         check_fits(model.config, len(ids) + max_new_tokens - 1)  # the last token written is never read
     model.eval()
     gen = torch.Generator().manual_seed(seed)
-    idx = torch.tensor([ids])
+    device = next(model.parameters()).device  # the model's device; sampling draws on the CPU
+    idx = torch.tensor([ids], device=device)
     cache = KVCache.for_model(model) if use_cache else None
     feed = idx  # what the cache has not read yet
     text, probs = [], []
@@ -65,6 +66,7 @@ def generate(
             logits = model(idx[:, -context:]).logits[0, -1]
         else:
             logits = model(feed, cache=cache).logits[0, -1]
+        logits = logits.float().cpu()
         p = torch.softmax(logits / max(temperature, 1e-8), dim=-1) if temperature > 0 else torch.softmax(logits, -1)
         if temperature > 0:
             if top_k is not None:
@@ -74,7 +76,7 @@ def generate(
             nxt = int(torch.multinomial(p, 1, generator=gen))
         else:
             nxt = int(p.argmax())
-        feed = torch.tensor([[nxt]])
+        feed = torch.tensor([[nxt]], device=device)
         idx = torch.cat([idx, feed], dim=1)
         ch = tokenizer.chars[nxt]
         text.append(ch)

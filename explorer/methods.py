@@ -28,7 +28,7 @@ import torch
 from .config import ModelConfig
 from .corpus import Corpus
 from .curriculum import Curriculum
-from .device import cpu_bf16_instructions
+from .device import cpu_bf16_instructions, pick_device
 from .model import build_model
 from .precision import PRECISIONS, precision_report, report_sentences
 from .runs import TurnsJob, training_peak_bytes
@@ -268,7 +268,7 @@ class ComparisonJob(TurnsJob):
         s = self.settings
         if not self.trainers:
             for arm, tc in self._arms.items():
-                self.trainers[arm] = Trainer(build_model(self.config, s.seed), self.corpus, s.length, tc)
+                self.trainers[arm] = Trainer(build_model(self.config, s.seed).to(pick_device()), self.corpus, s.length, tc)
                 self._record(arm, self.trainers[arm])
             self._start()
         while time.perf_counter() - t0 < slice_s and not self.finished:

@@ -78,7 +78,8 @@ class TrainedRun:
 
 
 def state_copy(model: GPT) -> dict:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+    """The weights, copied to the CPU (where every view of a run reads them)."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
 def training_peak_bytes(config, batch_size: int, T: int) -> float:
@@ -170,7 +171,7 @@ class TrainJob(Job):
 
     def _publish(self, finished: bool) -> None:
         tr = self.trainer
-        model = copy.deepcopy(tr.model).eval()
+        model = copy.deepcopy(tr.model).to("cpu").eval()  # what sessions read: a CPU copy, wherever it trains
         for p in model.parameters():
             p.requires_grad_(False)
         run = TrainedRun(model, tr.step, tr.config.steps, list(tr.history), list(self._checkpoints),

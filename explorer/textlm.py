@@ -25,6 +25,7 @@ import torch
 
 from .config import ModelConfig
 from .corpus import BUILTIN, Corpus
+from .device import pick_device
 from .generate import Generation, generate
 from .model import GPT, build_model
 from .runs import Probe, TrainedRun, TrainJob, training_peak_bytes
@@ -122,9 +123,9 @@ SOURCES = ("Jane Austen, Emma", "Your own text")  # the corpus choice
 
 
 def run_device() -> torch.device:
-    """Where the page's runs compute: every model here is built and trained on the CPU (shown with
-    ``explorer.device.describe``, which says so when a CUDA GPU is present and unused)."""
-    return torch.device("cpu")
+    """Where the page's runs train: a CUDA GPU when one is available, else the CPU
+    (``explorer.device.pick_device``). What the page shows of a run (its published copy) is on the CPU."""
+    return pick_device()
 
 
 # ---------------------------------------------------------------------------------------------- sampling
@@ -173,8 +174,8 @@ def measure(model: GPT, corpus: Corpus, settings: TextSettings) -> dict:
 
 # ---------------------------------------------------------------------------------------------- training
 def build_trainer(settings: TextSettings, corpus: Corpus) -> Trainer:
-    return Trainer(build_model(settings.model_config(corpus.vocab_size), settings.seed), corpus, settings.context,
-                   settings.train_config())
+    model = build_model(settings.model_config(corpus.vocab_size), settings.seed).to(run_device())
+    return Trainer(model, corpus, settings.context, settings.train_config())
 
 
 def training_job(settings: TextSettings, corpus: Corpus) -> TrainJob:
