@@ -6,6 +6,7 @@ import re
 
 from playwright.sync_api import expect
 
+from test_browser_students import visit
 from scripts.appserver import DRAWN, offline_context, steps_seen, wait_for_charts, wait_until_idle
 
 TINY = "tr_layers=1&tr_heads=2&tr_width=32&tr_context=16&tr_batch=16&tr_lr=0.01&tr_seed=3"
@@ -132,12 +133,7 @@ def test_two_students_share_a_run_but_not_their_texts(browser, page, server, tmp
     assert "tr_trained=1" in link
     first = (body(page)[body(page).index("What came out"):].split("Write with the model")[0], page.evaluate(DRAWN))
 
-    other = offline_context(browser, viewport={"width": 1400, "height": 1600})
-    p2 = other.new_page()
-    errors = []
-    p2.on("pageerror", lambda e: errors.append(str(e)))
-    p2.goto(link)
-    wait_until_idle(p2, timeout=120_000)
+    other, p2, errors = visit(browser, link)  # a second student, in a fresh browser context
     p2.get_by_text("What came out").wait_for()
     wait_for_charts(p2, first[1])
     text = body(p2)
