@@ -7,6 +7,7 @@ ForwardMsg, as the browser's frontend speaks it, without drawing anything).
     python scripts/load.py --scenario multimodal --sessions 10 [--steps 100] [--distinct-seeds]
     python scripts/load.py --scenario incontext --sessions 10 --steps 250 [--distinct-seeds]
     python scripts/load.py --scenario memory --sessions 10 [--distinct-seeds]
+    python scripts/load.py --scenario training --sessions 10 --steps 100 [--distinct-seeds]
 
 ``controls`` (the default): N sessions open the Attention Lab at once; each types its own input,
 then changes the head count and attention kind a few times. Reported: completions, p50/p95 of the
@@ -87,7 +88,7 @@ class Session:
         self.saw_own_input = False
         self.grid_traces = 0
         self.grids: list[int] = []
-        self.texts: list[str] = []  # markdown and alert bodies of the last run
+        self.texts: list[str] = []  # markdown, alert and code bodies of the last run
         self.ws = None
 
     async def rerun(self, fragment: bool = False, trigger: str | None = None) -> float:
@@ -142,6 +143,8 @@ class Session:
             self.texts.append(el.markdown.body)
         elif kind == "alert":
             self.texts.append(el.alert.body)
+        elif kind == "code":  # written text (a sample)
+            self.texts.append(el.code.code_text)
         elif kind == "progress":
             self.texts.append(el.progress.text)
         elif kind == "plotly_chart" and re.search(r"\"type\": ?\"image\"", el.plotly_chart.spec):  # a picture: its title
@@ -346,6 +349,9 @@ TRAIN_PAGES = {
                         "Full softmax attention lets every token"),  # --steps unused: Measure, not Train
     "multimodal": TrainPage("multimodal", "mm_steps={steps}&mm_seed={seed}&mm_until_learned=false", "mm_train",
                             "What came out", ("mm_head", "string_value", "2"), "head 2"),
+    "training": TrainPage("training", "tr_layers=1&tr_heads=2&tr_width=32&tr_context=16&tr_batch=16&tr_steps={steps}"
+                          "&tr_seed={seed}", "tr_train", "Trained {steps} of {steps} steps",
+                          ("tr_prompt", "string_value", "Harriet said"), "Harriet said"),  # --steps: 100, 250, 500, ...
 }
 
 
@@ -439,7 +445,8 @@ def main() -> None:
     ap.add_argument("--train-limit", type=float, default=300.0, help="classroom: give up on a run after this")
     ap.add_argument("--think", type=float, default=1.0, help="classroom: seconds a changer waits between changes")
     ap.add_argument("--steps", "--experts-steps", type=int, default=100,
-                    help="experts, multimodal, incontext: training steps of each model (incontext: 250, 500, 1000, ...)")
+                    help="experts, multimodal, incontext, training: training steps of each model (incontext: 250, 500, "
+                         "1000, ...; training: 100, 250, 500, ...)")
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds one rerun may take")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
