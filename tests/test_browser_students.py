@@ -10,13 +10,12 @@ from scripts.appserver import DRAWN, offline_context, wait_until_idle
 QUICK = {"complexity": "&cx_max_n=1024&cx_repeats=1", "positions": "&pe_steps=50&pe_train_len=4",
          "attention_lab": "&lab_steps=60", "experts": "&moe_steps=50&moe_res_steps=20", "multimodal": "&mm_steps=100",
          "incontext": "&icl_steps=250", "memory": "",
-         # a tiny model on the first tab's keys; the Curriculum tab's own controls (lesson ``curriculum``) are the
-         # other developer's and not known here yet: the lead adds them (its steps and sizes) to this string
-         "training": "&tr_layers=1&tr_heads=2&tr_width=32&tr_context=16&tr_batch=16&tr_steps=100"}
+         # a tiny model on the first tab's keys, and a short curriculum comparison (lesson ``curriculum``)
+         "training": "&tr_layers=1&tr_heads=2&tr_width=32&tr_context=16&tr_batch=16&tr_steps=100"
+                     "&tr_cur_steps=30&tr_cur_length=32&tr_cur_start=8"}
 FINISHED = {"complexity": 4, "positions": 4, "attention_lab": 3, "experts": 4, "multimodal": 3, "incontext": 5,
             "memory": 3, "training": 4}  # charts of each page's finished view
-FINISHED_LESSON = {"residuals": 4}  # a lesson that opens another tab of its page
-# (the Training page's ``curriculum`` lesson opens its Curriculum tab: the lead adds its chart count here)
+FINISHED_LESSON = {"residuals": 4, "curriculum": 2}  # a lesson that opens another tab of its page
 
 
 def visit(browser, url):
