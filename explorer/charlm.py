@@ -98,8 +98,8 @@ def nanogpt_cpu() -> Recipe:
 
 def app_default() -> Recipe:
     """The Training page's default text run: the recipe's width, heads and context, one block fewer, twice
-    the batch, 8x the learning rate with half the warm-up, weight decay 0.01, 700 steps (about a minute of
-    one thread on an idle core). ``python -m explorer.bench charlm`` measures it against ``nanogpt_cpu``.
+    the batch, 8x the learning rate with half the warm-up, weight decay 0.01, 700 steps (by estimate from
+    the recipe's ~70 ms per step alone, about a minute of one idle thread; not measured on an idle core). ``python -m explorer.bench charlm`` measures it against ``nanogpt_cpu``.
 
     Found by experiment on tinyshakespeare (held-out loss after the whole run, one thread, cores shared):
     the recipe's model at lr 3e-3 (batch 12, 900 steps) 1.995 and at 6e-3 1.965; batch 16, lr 6e-3, weight
