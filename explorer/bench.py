@@ -7,6 +7,7 @@
     python -m explorer.bench multimodal --json results.json [--fusions cross early --steps 1500]
     python -m explorer.bench memory --json results.json [--contexts 64 128 256 512 1024 --new-tokens 32]
     python -m explorer.bench incontext --json results.json [--threads 1 --seed 0 --fewshot-steps 1500]
+    python -m explorer.bench charlm --json results.json [--corpus tinyshakespeare.txt --threads 1 --quick]
 
 ``lab``: the Attention Lab's figures: how long ``reverse`` (length 16) takes to reach 99% token
 accuracy at the page's default settings, and (through ``scripts/bench_page.py``, which runs the
@@ -429,6 +430,73 @@ def _incontext(args) -> dict:
 
 BENCHES.add("incontext", Bench("incontext", "induction heads: when they form, the in-context loss drop, ablation; "
                                             "few-shot accuracy against the number of examples", _incontext_args, _incontext))
+
+
+# ---------------------------------------------------------------------------------------------- charlm
+def _charlm_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--corpus", help="a UTF-8 text file to train on (default: the built-in corpus)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads of both runs")
+    p.add_argument("--quick", action="store_true", help="tiny models and a few steps (for the tests)")
+
+
+CHARLM_EVALS = 20  # held-out evaluations per run (the app default's run, whose time to the target is read off)
+CHARLM_LONG_STEPS = 2000  # the app default's settings with the page's 2,000 steps: its loss after 60 and 180 s
+
+
+def _charlm(args) -> dict:
+    from . import charlm, corpus
+
+    text = corpus.from_path(args.corpus) if args.corpus else corpus.builtin()
+    default = charlm.app_default()
+    recipes = [charlm.nanogpt_cpu(), default,  # and the same settings with more steps, for the loss after 180 s
+               dataclasses.replace(default, name="app default, longer", steps=CHARLM_LONG_STEPS)]
+    if args.quick:
+        recipes = [dataclasses.replace(r, n_layer=1, n_head=2, n_embd=32, batch_size=4, steps=12 * (1 + i // 2),
+                                       warmup=2) for i, r in enumerate(recipes)]
+    evals = 4 if args.quick else CHARLM_EVALS
+    base, ours, longer = charlm.train_curves([(r, max(1, r.steps // evals)) for r in recipes], text,
+                                             threads=args.threads)
+    target = base.final_loss
+    reached = ours.time_to(target)
+    figures = {"recipe_final_loss": round(target, 4), "recipe_seconds": round(base.seconds, 2),
+               "ours_seconds_to_recipe_loss": None if reached is None else round(reached[0], 2),
+               "ours_step_to_recipe_loss": None if reached is None else reached[1],
+               "ratio": None if reached is None else round(reached[0] / base.seconds, 3),
+               "ours_final_loss": round(ours.final_loss, 4), "ours_seconds": round(ours.seconds, 2),
+               "ours_loss_at_60s": ours.loss_at(60), "ours_loss_at_180s": ours.loss_at(180),
+               "longer_steps": longer.points[-1][1], "longer_seconds": round(longer.seconds, 2),
+               "longer_final_loss": round(longer.final_loss, 4),
+               "longer_loss_at_60s": longer.loss_at(60), "longer_loss_at_180s": longer.loss_at(180)}
+    print(f"corpus: {text.title} ({len(text.text):,} characters, {text.vocab_size} distinct, last 10 % held out); "
+          f"{args.threads} thread(s); held-out loss in nats per character on {charlm.EVAL_BATCHES} x "
+          f"{charlm.EVAL_BATCH_SIZE} fixed windows of {charlm.EVAL_LENGTH}; seconds of training, evaluation excluded")
+    print(f"{'run':<22}{'layers':>7}{'width':>7}{'context':>8}{'batch':>7}{'lr':>8}{'steps':>7}{'seconds':>9}"
+          f"{'ms/step':>9}{'loss':>8}")
+    for c in (base, ours, longer):
+        r = c.recipe
+        print(f"{r.name:<22}{r.n_layer:>7}{r.n_embd:>7}{r.context:>8}{r.batch_size:>7}{r.lr:>8.0e}{c.points[-1][1]:>7}"
+              f"{c.seconds:>9.1f}{1000 * c.seconds / max(1, c.points[-1][1]):>9.1f}{c.final_loss:>8.3f}")
+    print(f"\nthe recipe ends at {target:.3f} after {base.seconds:.1f} s")
+    if reached is None:
+        print(f"the app default never reached {target:.3f}: it ends at {ours.final_loss:.3f} after {ours.seconds:.1f} s")
+    else:
+        print(f"the app default reached it after {reached[0]:.1f} s (step {reached[1]}): {reached[0] / base.seconds:.0%} "
+              f"of the recipe's time; it ends at {ours.final_loss:.3f} after {ours.seconds:.1f} s")
+    for name, c in (("app default", ours), (f"app default, {longer.points[-1][1]} steps", longer)):
+        for s in (60, 180):
+            value = c.loss_at(s)
+            print(f"{name} after {s} s: " + (f"{value:.3f}" if value is not None else
+                                              f"- (its whole run is {c.seconds:.1f} s)"))
+    return {"device": device_name(), "threads": args.threads, "quick": args.quick,
+            "corpus": {"name": text.name, "chars": len(text.text), "vocab": text.vocab_size},
+            "eval": {"length": charlm.EVAL_LENGTH, "batches": charlm.EVAL_BATCHES, "batch_size": charlm.EVAL_BATCH_SIZE,
+                     "seed": charlm.EVAL_SEED},
+            "figures": figures, "recipe": base.to_json(), "default": ours.to_json(),
+            "longer": longer.to_json()}
+
+
+BENCHES.add("charlm", Bench("charlm", "the app's default text run against nanoGPT's CPU recipe: held-out loss "
+                                      "against training time, same corpus split, same process", _charlm_args, _charlm))
 
 
 # ---------------------------------------------------------------------------------------------- main

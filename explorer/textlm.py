@@ -23,6 +23,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from .charlm import app_default
 from .config import ModelConfig
 from .corpus import BUILTIN, Corpus
 from .device import pick_device
@@ -33,21 +34,24 @@ from .tasks import UnknownCharacters
 from .train import TrainConfig, Trainer
 
 
+_APP = app_default()  # the defaults: the run `python -m explorer.bench charlm` measures against nanoGPT's recipe
+
+
 @dataclass(frozen=True)
 class TextSettings:
     corpus: str = BUILTIN  # the corpus's name: "emma" (built in) or the uploaded file's name
     digest: str = ""  # sha256 of the corpus's text (``Corpus.digest``), never the text itself; "" = the built-in corpus
-    n_layer: int = 4  # transformer blocks
-    n_head: int = 4  # attention heads per block; must divide n_embd
-    n_embd: int = 128  # residual stream width
-    context: int = 64  # characters the model reads at once (block size); training windows are this long
+    n_layer: int = _APP.n_layer  # transformer blocks
+    n_head: int = _APP.n_head  # attention heads per block; must divide n_embd
+    n_embd: int = _APP.n_embd  # residual stream width
+    context: int = _APP.context  # characters the model reads at once (block size); training windows are this long
     attention: str = "softmax"  # attention kind, a name in explorer.attention.ATTENTION
     encoding: str = "learned"  # positional encoding, a name in explorer.encodings.ENCODINGS
-    batch_size: int = 32  # windows per training step
-    lr: float = 2e-3  # peak learning rate (AdamW), after warm-up, then cosine decay to a tenth
-    warmup: int = 30  # warm-up steps (linear, from lr / warmup up to lr)
-    steps: int = 1500  # optimisation steps in all
-    seed: int = 0  # seeds the weights and the stream of training windows
+    batch_size: int = _APP.batch_size  # windows per training step
+    lr: float = _APP.lr  # peak learning rate (AdamW), after warm-up, then cosine decay to a tenth
+    warmup: int = _APP.warmup  # warm-up steps (linear, from lr / warmup up to lr)
+    steps: int = _APP.steps  # optimisation steps in all
+    seed: int = _APP.seed  # seeds the weights and the stream of training windows
     every: int = 100  # steps between measurements (held-out loss and a sample), step 0 included
     eval_batches: int = 8  # held-out batches of batch_size windows per measurement (fixed windows, seed 1234)
     sample_chars: int = 160  # characters each measurement's sample writes
@@ -67,7 +71,7 @@ class TextSettings:
         if not 1e-6 <= self.lr <= 1.0:
             raise ValueError(f"lr = {self.lr}: allowed range is 1e-6 to 1")
         return TrainConfig(steps=self.steps, batch_size=self.batch_size, lr=self.lr, warmup=max(1, self.warmup),
-                           seed=self.seed)
+                           weight_decay=_APP.weight_decay, min_lr_ratio=_APP.min_lr_ratio, seed=self.seed)
 
     def problem(self, vocab_size: int) -> Optional[str]:
         """Why these settings cannot train a model on a text of ``vocab_size`` characters, or None."""
@@ -92,13 +96,13 @@ def check_corpus(settings: TextSettings, corpus: Corpus) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- the page's controls
-STEP_CHOICES = (100, 250, 500, 1000, 1500, 2000, 3000, 5000)
+STEP_CHOICES = (100, 250, 500, 700, 1000, 1500, 2000, 3000, 5000)
 LAYER_RANGE = (1, 6)
 HEAD_CHOICES = (1, 2, 3, 4, 6, 8, 12, 16)
 WIDTH_CHOICES = (32, 64, 96, 128, 192, 256)
 CONTEXT_CHOICES = (16, 32, 64, 128, 256)
-BATCH_CHOICES = (8, 16, 32, 64, 128)
-LR_CHOICES = (3e-4, 6e-4, 1e-3, 2e-3, 3e-3, 6e-3, 1e-2)
+BATCH_CHOICES = (8, 12, 16, 24, 32, 64, 128)
+LR_CHOICES = (3e-4, 6e-4, 1e-3, 2e-3, 3e-3, 6e-3, 8e-3, 1e-2)
 TOP_K_CHOICES = (1, 2, 3, 5, 10, 20, 40, 0)  # 0: no top-k (every character may be drawn)
 URL_CONTROLS = {  # the page's URL key -> the TextSettings field it sets
     "tr_layers": "n_layer", "tr_heads": "n_head", "tr_width": "n_embd", "tr_context": "context",

@@ -37,6 +37,7 @@ class TrainConfig:
     weight_decay: float = 0.01  # AdamW's decoupled weight decay
     seed: int = 0  # seeds the data stream (the model has its own seed)
     min_length: int | None = None  # if set, each step draws its input length from [min_length, length]
+    min_lr_ratio: float = 0.1  # the cosine decay ends at lr * min_lr_ratio on the last step
     precision: str = "fp32"  # arithmetic of the forward pass, a name in explorer.precision.PRECISIONS
     curriculum: Optional[Curriculum] = None  # sequence-length warm-up; None: every step at the full length
 
@@ -49,11 +50,12 @@ class TrainConfig:
 
     def lr_at(self, step: int) -> float:
         """The learning rate of optimisation step ``step`` (0-based): linear warm-up to ``lr``, then a
-        cosine decay to a tenth of it at the last step."""
+        cosine decay to ``lr * min_lr_ratio`` (a tenth, by default) at the last step."""
         if step < self.warmup:
             return self.lr * (step + 1) / self.warmup
         frac = (step - self.warmup) / max(1, self.steps - self.warmup)
-        return self.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
+        floor = self.min_lr_ratio
+        return self.lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
 
 
 @dataclass
