@@ -8,6 +8,7 @@
     python -m explorer.bench memory --json results.json [--contexts 64 128 256 512 1024 --new-tokens 32]
     python -m explorer.bench incontext --json results.json [--threads 1 --seed 0 --fewshot-steps 1500]
     python -m explorer.bench charlm --json results.json [--corpus tinyshakespeare.txt --threads 1 --quick]
+    python -m explorer.bench training --json results.json [--threads 1 --workers 2 --quick]
 
 ``lab``: the Attention Lab's figures: how long ``reverse`` (length 16) takes to reach 99% token
 accuracy at the page's default settings, and (through ``scripts/bench_page.py``, which runs the
@@ -497,6 +498,56 @@ def _charlm(args) -> dict:
 
 BENCHES.add("charlm", Bench("charlm", "the app's default text run against nanoGPT's CPU recipe: held-out loss "
                                       "against training time, same corpus split, same process", _charlm_args, _charlm))
+
+
+# ---------------------------------------------------------------------------------------------- training
+def _training_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=int, default=1, help="torch threads of the comparisons (each worker has one)")
+    p.add_argument("--workers", type=int, default=2, help="data-parallel workers")
+    p.add_argument("--quick", action="store_true", help="a few steps of each (for the tests)")
+
+
+def _training(args) -> dict:
+    """The Training page's method comparisons at their defaults: curriculum against fixed length,
+    bf16 against fp32 (each one job, trained to the end in this process), and data-parallel workers
+    against one worker and against single-process training."""
+    from . import corpus, methods, train_ddp
+
+    torch.set_num_threads(args.threads)
+    text = corpus.builtin()
+    out = {"device": device_name(), "threads": args.threads, "quick": args.quick}
+    for kind in (methods.CurriculumSettings, methods.PrecisionSettings):
+        settings = kind(**({"steps": 30, "every": 10, "length": 32} if args.quick else {})).for_corpus(text)
+        job = methods.job(settings, text)
+        while not job.step(1.0):
+            pass
+        run = job.result()
+        print(f"== {job.kind} ({settings.steps} steps each)")
+        for line in run.findings():
+            print("  -", line)
+        t = run.common_seconds()
+        out[job.kind] = {
+            "settings": dataclasses.asdict(settings) | {"digest": settings.digest[:12]},
+            "arms": {arm: {"ms_per_step": round(run.step_ms(arm), 1), "final_loss": round(recs[-1].loss, 4),
+                           "seconds": round(recs[-1].seconds, 2), "tokens": recs[-1].tokens,
+                           "loss_at_common_seconds": round(run.loss_at(arm, t), 4)}
+                     for arm, recs in run.records.items()},
+            "common_seconds": round(t, 2), "findings": run.findings()}
+    ddp = train_ddp.DDPSettings(workers=args.workers, **({"steps": 5, "batch_size": 4} if args.quick else {}))
+    c = train_ddp.compare(ddp)
+    print(f"== data-parallel ({ddp.workers} workers, {ddp.steps} steps, global batch {ddp.batch_size})")
+    for line in c.findings:
+        print("  -", line)
+    out["ddp"] = {"settings": dataclasses.asdict(ddp), "tokens_per_s": round(c.parallel.tokens_per_s),
+                  "one_worker_tokens_per_s": round(c.single.tokens_per_s), "speedup": round(c.speedup, 3),
+                  "workers": [{"rank": w.rank, "ms_per_step": round(w.step_s * 1e3, 1),
+                               "tokens_per_s": round(w.tokens_per_s)} for w in c.parallel.workers],
+                  "max_abs_param_diff": c.max_abs_diff, "load": c.load, "findings": c.findings}
+    return out
+
+
+BENCHES.add("training", Bench("training", "the Training page's comparisons: curriculum against fixed length, bf16 "
+                                          "against fp32, data-parallel workers against one", _training_args, _training))
 
 
 # ---------------------------------------------------------------------------------------------- main

@@ -131,11 +131,16 @@ add(PageSpec(
 add(PageSpec(
     "training", "Training", "pages/training.py", ":material/model_training:", "tr_", charts=4,
     reserved=("tr_trained", "tr_cur_done", "tr_prec_done"), order=70, defaults="explorer.textlm:url_defaults", shots=(
-        # a small model (2 layers, width 64, 500 steps): the default run takes over ten minutes on a shared CPU
-        Shot("training", "?tr_trained=1&tr_layers=2&tr_width=64&tr_context=32&tr_steps=500", 4,
-             "Training on text: a small character-level model (2 layers, width 64, 500 steps) trained on Jane Austen's "
-             "Emma, its train and held-out loss, the learning-rate schedule with the current step marked, samples "
-             "as it trained, what came out, and a sample written with it."),
+        Shot("training", "?tr_trained=1", 4,
+             "Training on text: the default character-level model trained on Jane "
+             "Austen's Emma, its train and held-out loss, the learning-rate schedule with the current step marked, "
+             "samples as it trained, what came out, and a sample written with it."),
+        Shot("training_curriculum", "?tr_tab=Curriculum&tr_cur_done=1", 2,
+             "Training, Curriculum: sequence lengths growing against fixed length, and both models' held-out loss "
+             "against their training seconds, with what came out."),
+        Shot("training_precision", "?tr_tab=Mixed+precision&tr_prec_done=1", 2,
+             "Training, Mixed precision: bf16 autocast against fp32, time per step, both loss curves, and where "
+             "each number of a bf16 step was held (measured)."),
     )))
 
 

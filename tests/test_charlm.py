@@ -47,7 +47,7 @@ def test_bench_quick_writes_both_curves(tmp_path, capsys):
     out = tmp_path / "results.json"
     bench.main(["charlm", "--quick", "--json", str(out)])
     data = json.loads(out.read_text())
-    for key in ("recipe", "default"):
+    for key in ("recipe", "default", "longer"):
         points = data[key]["points"]
         assert points[0]["step"] == 0 and points[-1]["step"] == data[key]["recipe"]["steps"]
         assert all(a["seconds"] <= b["seconds"] for a, b in zip(points, points[1:]))
@@ -55,3 +55,29 @@ def test_bench_quick_writes_both_curves(tmp_path, capsys):
     assert data["figures"]["recipe_final_loss"] == data["recipe"]["points"][-1]["loss"]
     assert data["corpus"]["name"] == "emma"
     assert "the recipe ends at" in capsys.readouterr().out
+
+
+def test_the_runs_train_in_turns(monkeypatch):
+    """Each run trains to its next evaluation, then the next one does: a change of load falls on both."""
+    order = []
+    advance = charlm.Trainer.advance
+
+    def spy(self, steps=None, seconds=None):
+        order.append((id(self), self.step))
+        return advance(self, steps, seconds)
+
+    monkeypatch.setattr(charlm.Trainer, "advance", spy)
+    tiny = dataclasses.replace(charlm.app_default(), n_layer=1, n_embd=32, n_head=2, batch_size=2, steps=4, warmup=1)
+    a, b = charlm.train_curves([(tiny, 2), (dataclasses.replace(tiny, steps=6), 2)], corpus.builtin())
+    who = [i for i, _ in order]
+    assert who[0] != who[1] and who[0] == who[2] and who[1] == who[3]  # alternating
+    assert [p[1] for p in a.points] == [0, 2, 4] and [p[1] for p in b.points] == [0, 2, 4, 6]
+
+
+def test_bench_training_quick(tmp_path):
+    out = tmp_path / "training.json"
+    bench.main(["training", "--quick", "--json", str(out)])
+    data = json.loads(out.read_text())
+    assert set(data["curriculum"]["arms"]) == {"curriculum", "fixed"}
+    assert set(data["precision"]["arms"]) == {"bf16", "fp32"}
+    assert data["ddp"]["max_abs_param_diff"] < 1e-3 and len(data["ddp"]["workers"]) == 2
