@@ -244,7 +244,8 @@ def start_comparison(name, settings, corpus) -> None:
 
 
 def comparison(name: str, flag: str, settings, corpus, keys: tuple, help: str):
-    """Compare/Stop for a comparison job; ``(handle, run, training)`` (run: live, finished or stopped)."""
+    """Compare/Stop for a comparison job; ``(handle, run, training, progress)`` (run: live, finished or
+    stopped; progress: a slot for the progress bar the live view redraws while it runs)."""
     key = (methods.JOBS[type(settings)].kind, settings)  # the job's key
     handle, run, status = ui.current_job(name, key)
     if ui.arrived_to_run(PAGE, flag) and handle is None:
@@ -260,7 +261,13 @@ def comparison(name: str, flag: str, settings, corpus, keys: tuple, help: str):
         slot.markdown(f"**Comparing…** {handle.progress()[1]}" + (f"  \n{notice}" if notice else ""))
     elif run is not None:
         slot.markdown(f"{'Finished' if run.finished else 'Stopped'} after {run.step} of {settings.steps} steps each.")
-    return handle, run, training
+    return handle, run, training, st.empty()
+
+
+def show_progress(slot, now, settings) -> None:
+    """The comparison's progress bar (while it runs): steps each arm has trained."""
+    step = 0 if now is None else now.step
+    slot.progress(min(1.0, step / settings.steps), text=f"step {step} of {settings.steps} (each)")
 
 
 def show_findings(run) -> None:
@@ -300,14 +307,17 @@ def curriculum_tab(corpus: texts.Corpus, _settings) -> None:
     if problem:
         st.error(f"These settings cannot compare: {md_escape(problem)}.", icon=":material/error:")
         return
-    handle, run, training = comparison("tr_cur_handle", "tr_cur_done", settings, corpus, ("tr_cur_go", "tr_cur_stop"),
-                                       "Train both models in turns on this server.")
+    handle, run, training, progress_slot = comparison("tr_cur_handle", "tr_cur_done", settings, corpus,
+                                                      ("tr_cur_go", "tr_cur_stop"),
+                                                      "Train both models in turns on this server.")
     c_s, c_l = st.columns([2, 3])
     sched_slot, loss_slot = c_s.empty(), c_l.empty()
     steps = list(range(settings.steps))
 
     def draw() -> None:
         now = handle.job.live() if training else run
+        if training:
+            show_progress(progress_slot, now, settings)
         ui.chart(figures.lines_figure({"curriculum": (steps, settings.curriculum.schedule(settings.length,
                                                                                           settings.steps)),
                                        "fixed length": (steps, [settings.length] * settings.steps)},
@@ -325,7 +335,7 @@ def curriculum_tab(corpus: texts.Corpus, _settings) -> None:
                            icon=":material/play_arrow:")
 
     if training:
-        ui.live(handle, draw, [sched_slot, loss_slot])
+        ui.live(handle, draw, [progress_slot, sched_slot, loss_slot])
     else:
         draw()
     if run is not None and not training and run.step:
@@ -355,14 +365,17 @@ def precision_tab(corpus: texts.Corpus, _settings) -> None:
     if problem:
         st.error(f"These settings cannot compare: {md_escape(problem)}.", icon=":material/error:")
         return
-    handle, run, training = comparison("tr_prec_handle", "tr_prec_done", settings, corpus,
-                                       ("tr_prec_go", "tr_prec_stop"), "Train both models in turns on this server.")
+    handle, run, training, progress_slot = comparison("tr_prec_handle", "tr_prec_done", settings, corpus,
+                                                      ("tr_prec_go", "tr_prec_stop"),
+                                                      "Train both models in turns on this server.")
     metrics_slot = st.empty()
     c_a, c_b = st.columns(2)
     step_slot, time_slot = c_a.empty(), c_b.empty()
 
     def draw() -> None:
         now = handle.job.live() if training else run
+        if training:
+            show_progress(progress_slot, now, settings)
         if now is None:
             step_slot.info("Press **Compare**: time per step and both loss curves appear here.",
                            icon=":material/play_arrow:")
@@ -380,7 +393,7 @@ def precision_tab(corpus: texts.Corpus, _settings) -> None:
                  "Held-out loss of both models against their own training seconds.", slot=time_slot)
 
     if training:
-        ui.live(handle, draw, [metrics_slot, step_slot, time_slot])
+        ui.live(handle, draw, [progress_slot, metrics_slot, step_slot, time_slot])
     else:
         draw()
     if run is not None and not training and run.step:
