@@ -66,12 +66,14 @@ QUICK = {  # lessons that train, measure or run: made quick for the test; a valu
     "multimodal": {"mm_steps": "100"},
     "incontext": {"icl_steps": "250"},
     "memory": {},
+    "training": {"tr_cur_steps": "30", "tr_cur_length": "32", "tr_cur_start": "8"},
 }
 
 
 def busy(at) -> bool:
     s = at.session_state
-    handles = [s[k] for k in ("cx_handle", "moe_handle", "moe_res_handle", "icl_handle", "mem_handle") if k in s] + list(
+    handles = [s[k] for k in ("cx_handle", "moe_handle", "moe_res_handle", "icl_handle", "mem_handle", "tr_handle",
+                                  "tr_cur_handle", "tr_prec_handle", "tr_ddp_handle") if k in s] + list(
         s["pe_handles"] if "pe_handles" in s else [])
     if "lab_run" in s:
         return s["lab_run"].training
@@ -98,7 +100,7 @@ def test_every_lesson_opens_its_page_with_its_settings():
             assert any("Wall time" in sp["layout"].get("title", {}).get("text", "") for sp in plotly_specs(at))
         if lesson.page == "attention_lab":
             assert at.session_state["lab_run"].current().step <= 40
-        if lesson.page in ("positions", "experts", "multimodal", "incontext"):
+        if lesson.page in ("positions", "experts", "multimodal", "incontext", "training"):
             assert any("What came out" in m.value for m in at.markdown)
         if lesson.page == "memory":
             assert any("What the model forgets" in m.value for m in at.markdown)
