@@ -114,6 +114,7 @@ class Preference:
     description: str  # one sentence for the page
     score: Callable[[str, str], float]  # (prompt text, completion text) -> score, higher is better
     unit: str  # what the mean score means, for sentences ("letters e", "answer letters right")
+    one_answer: bool = False  # one right completion per prompt: entropy falling toward 0 is the aim, not collapse
 
 
 PREFERENCES: Registry[Preference] = Registry("preference")
@@ -135,7 +136,7 @@ PREFERENCES.add("fewer_e", Preference(
     _fewer_e, "letters e (negated)"))
 PREFERENCES.add("reversal", Preference(
     "reversal", "Correct reversal", "Of two answers of the reverse task, the one with more letters in the "
-    "right place (the input written backwards) wins.", _reversal, "share of answer letters right"))
+    "right place (the input written backwards) wins.", _reversal, "share of answer letters right", one_answer=True))
 
 
 def task_prompts(task: Task, length: int) -> Callable[[torch.Generator, int], Tensor]:
@@ -352,11 +353,11 @@ COLLAPSE_ENTROPY = 0.25  # entropy below this share of the reference's: the poli
 COLLAPSE_KL = 1.0  # nats per token: far beyond what the preference needs (one token's worth of certainty)
 
 
-def collapsed(measurements: Sequence[Measurement]) -> bool:
-    """Whether the last measurement shows collapse: entropy under a quarter of the start's, or KL over
-    1 nat per token."""
+def collapsed(measurements: Sequence[Measurement], one_answer: bool = False) -> bool:
+    """Whether the last measurement shows collapse: entropy under a quarter of the start's (unless the
+    preference has one right answer per prompt, where certainty is the aim), or KL over 1 nat per token."""
     first, last = measurements[0], measurements[-1]
-    return last.entropy < COLLAPSE_ENTROPY * first.entropy or last.kl > COLLAPSE_KL
+    return (not one_answer and last.entropy < COLLAPSE_ENTROPY * first.entropy) or last.kl > COLLAPSE_KL
 
 
 def findings(trainer: DPOTrainer) -> list[str]:
@@ -391,9 +392,12 @@ def findings(trainer: DPOTrainer) -> list[str]:
         out.append(f"{idle} of {len(trainer.history)} steps had no pair to learn from: both samples of every prompt "
                    f"scored the same under the preference (it was saturated), so those steps changed nothing.")
     ratio = last.entropy / max(first.entropy, 1e-12)
-    if collapsed(ms):
+    if pref.one_answer and last.entropy < first.entropy:
+        out.append(f"The entropy fell ({first.entropy:.2f} → {last.entropy:.2f} nats): with one right answer per "
+                   f"prompt that is what learning looks like, so it does not count as collapse here.")
+    if collapsed(ms, pref.one_answer):
         why = []
-        if last.entropy < COLLAPSE_ENTROPY * first.entropy:
+        if not pref.one_answer and last.entropy < COLLAPSE_ENTROPY * first.entropy:
             why.append(f"its entropy fell to {ratio:.0%} of the start ({first.entropy:.2f} → {last.entropy:.2f} nats)")
         if last.kl > COLLAPSE_KL:
             why.append(f"KL reached {last.kl:.2f} nats per token, over the {COLLAPSE_KL:g} nat we count as collapse")
@@ -403,9 +407,10 @@ def findings(trainer: DPOTrainer) -> list[str]:
                       "the rule is satisfied, the rest of the text is not protected)." if last.win_rate > first.win_rate
                       else "It did not even win the preference it was trained on."))
     else:
+        limit = "" if pref.one_answer else f"under {COLLAPSE_ENTROPY:.0%} of the entropy or "
         out.append(f"No collapse: entropy at {ratio:.0%} of the start, KL {last.kl:.2f} nats per token (collapse: "
-                   f"under {COLLAPSE_ENTROPY:.0%} of the entropy or over {COLLAPSE_KL:g} nat), {last.distinct:.0%} of "
-                   f"the samples distinct (one: {last.example!r}).")
+                   f"{limit}over {COLLAPSE_KL:g} nat), {last.distinct:.0%} of the samples distinct "
+                   f"(one: {last.example!r}).")
     return out
 
 
