@@ -177,3 +177,16 @@ def test_the_job_runs_in_slices_and_publishes_the_same_run_as_the_trainer():
     alone.advance()
     assert run.measurements == alone.measurements and run.history == alone.history  # seeded: slices change nothing
     assert all(torch.equal(a, b) for a, b in zip(run.policy.state_dict().values(), alone.policy.state_dict().values()))
+
+
+def test_on_a_half_trained_reverse_model_dpo_gets_more_answer_letters_right():
+    task = TASKS["reverse"]
+    model = tiny(task.tokenizer.vocab_size, block=task.context(4), seed=0)
+    Trainer(model, task, 4, TrainConfig(steps=100, batch_size=32, lr=3e-3, warmup=10)).advance()
+    settings = dpo.DPOSettings(beta=0.5, lr=3e-3, steps=30, sample_length=4, eval_every=30, eval_samples=64)
+    tr = dpo.DPOTrainer(model.eval(), task.tokenizer, dpo.task_prompts(task, 4), "reversal", settings)
+    tr.advance()
+    first, last = tr.measurements[0], tr.measurements[-1]
+    assert first.policy_score < 0.5  # half-trained: under half the sampled answer letters right
+    assert last.win_rate > 0.6 and last.policy_score > first.policy_score + 0.05
+    assert 0 < last.kl < dpo.COLLAPSE_KL and not dpo.collapsed(tr.measurements, one_answer=True)
