@@ -114,6 +114,7 @@ class Preference:
     description: str  # one sentence for the page
     score: Callable[[str, str], float]  # (prompt text, completion text) -> score, higher is better
     unit: str  # what the mean score means, for sentences ("letters e", "answer letters right")
+    best: float = 0.0  # the highest score any completion can have
     one_answer: bool = False  # one right completion per prompt: entropy falling toward 0 is the aim, not collapse
 
 
@@ -133,10 +134,11 @@ def _reversal(prompt: str, completion: str) -> float:
 
 PREFERENCES.add("fewer_e", Preference(
     "fewer_e", "Fewer letter e", "Of two continuations of the text, the one with fewer letters 'e' wins.",
-    _fewer_e, "letters e (negated)"))
+    _fewer_e, "minus the letters e per sample", best=0.0))
 PREFERENCES.add("reversal", Preference(
     "reversal", "Correct reversal", "Of two answers of the reverse task, the one with more letters in the "
-    "right place (the input written backwards) wins.", _reversal, "share of answer letters right", one_answer=True))
+    "right place (the input written backwards) wins.", _reversal, "share of answer letters right", best=1.0,
+    one_answer=True))
 
 
 def task_prompts(task: Task, length: int) -> Callable[[torch.Generator, int], Tensor]:
@@ -218,6 +220,7 @@ class Measurement:
     policy_score: float  # mean preference score of the policy's samples
     reference_score: float  # mean preference score of the reference's samples
     distinct: float  # share of distinct completions among the policy's samples
+    reference_best: float  # share of the reference's samples already at the best score (the policy can only tie those)
     example: str  # the policy's first sample
 
 
@@ -339,7 +342,7 @@ class DPOTrainer:
         ts = [self.preference.score(p, t) for p, t in zip(pt, tt)]
         wins = sum(1.0 if a > b else 0.5 if a == b else 0.0 for a, b in zip(ms, ts)) / len(ms)
         m = Measurement(self.step_count, kl, entropy, wins, sum(ms) / len(ms), sum(ts) / len(ts),
-                        len(set(mt)) / len(mt), mt[0])
+                        len(set(mt)) / len(mt), sum(t >= self.preference.best for t in ts) / len(ts), mt[0])
         if self.measurements and self.measurements[-1].step == m.step:
             self.measurements[-1] = m
         else:
@@ -373,6 +376,9 @@ def findings(trainer: DPOTrainer) -> list[str]:
                f"{s.eval_samples} prompts at step {first.step} (ties count half) and on {last.win_rate:.0%} at "
                f"step {last.step}: the win rate {change}. Mean score ({pref.unit}): {first.policy_score:.2f} → "
                f"{last.policy_score:.2f}, reference {last.reference_score:.2f}.")
+    ceiling = 1 - last.reference_best / 2
+    out.append(f"The highest win rate possible here is {ceiling:.0%}: {last.reference_best:.0%} of the reference's "
+               f"samples already have the best score ({pref.best:g}), and a tie counts half.")
     if last.win_rate <= first.win_rate:
         out.append(f"DPO did not make the samples better under this preference here, against what the method "
                    f"promises. These measurements do not say which cause it is: too few steps or too small a "

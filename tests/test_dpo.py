@@ -91,6 +91,14 @@ def text_run(corpus, model, **fields):
     return dpo.DPOTrainer(model, corpus.tokenizer, dpo.corpus_prompts(corpus, 8), "fewer_e", settings)
 
 
+def reference_samples(tr):
+    """The reference's evaluation samples, drawn again the way ``measure`` draws them."""
+    gen = torch.Generator().manual_seed(tr.settings.seed + 7919)
+    prompts = tr.prompts(gen, tr.settings.eval_samples)
+    ids = dpo.sample(tr.reference, prompts, tr.settings.sample_length, tr.settings.temperature, gen)
+    return [tr.tokenizer.decode(r) for r in ids]
+
+
 def test_dpo_raises_the_win_rate_moves_away_from_the_reference_and_leaves_it_unchanged(toy_text):
     corpus, model = toy_text
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -109,6 +117,8 @@ def test_dpo_raises_the_win_rate_moves_away_from_the_reference_and_leaves_it_unc
     assert all(h["pairs"] > 0 for h in tr.history)
     text = " ".join(dpo.findings(tr))
     assert f"{last.win_rate:.0%}" in text and f"{last.kl:.3f}" in text and "No collapse" in text
+    ties = sum(tr.preference.score("", t) == 0 for t in reference_samples(tr)) / 64  # a naive recount
+    assert last.reference_best == ties and f"possible here is {1 - ties / 2:.0%}" in text
 
 
 def test_too_large_a_step_collapses_the_policy_and_findings_say_so(toy_text):
