@@ -363,6 +363,7 @@ def report(cal: Split, test: Split, settings: CalibrationSettings = CalibrationS
 
 BARELY = 0.005  # an ECE change smaller than this (absolute) is reported as barely moving
 CLOSE = 0.01  # |mean confidence - accuracy| below this is reported as close to calibrated
+NEAR_ONE = 0.05  # a fitted T within 5 % of 1 (|ln T| below this) is reported as about 1
 
 
 def findings(r: CalibrationReport) -> list[str]:
@@ -371,25 +372,29 @@ def findings(r: CalibrationReport) -> list[str]:
     conf = r.confidence
     gap = conf - r.accuracy
     if abs(gap) < CLOSE:
-        state = "close to calibrated on average"
+        state = ("close to calibrated on average (Guo et al. found large networks trained long over-confident; "
+                 "this one is not)")
     elif gap > 0:
         state = "over-confident"
     else:
         state = "under-confident"
     out.append(f"At T = 1 the model's mean top-1 probability on the {r.n_test:,} test predictions is {conf:.3f} and "
-               f"its top-1 guess is right {r.accuracy:.3f} of the time: {state} (ECE {r.before.ece:.3f}).")
+               f"its top-1 guess is right {r.accuracy:.3f} of the time (ECE {r.before.ece:.3f}): {state}.")
     fixed = [x for x in r.rows if not x.fitted]
     if len(fixed) > 1:
         best = min(fixed, key=lambda x: x.ece)
         out.append("Among the fixed temperatures, ECE is " + ", ".join(
             f"{x.ece:.3f} at T = {x.temperature:g}" for x in fixed) + f"; T = {best.temperature:g} is the best of them.")
     fit = r.fitted_row
-    direction = ("above 1: softening the logits helps, so the model was over-confident on the calibration split"
-                 if r.fitted_t > 1.02 else
-                 "below 1: sharpening the logits helps, so the model was under-confident on the calibration split"
-                 if r.fitted_t < 0.98 else "about 1: the raw probabilities already fit the calibration split")
-    out.append(f"Temperature scaling fitted T = {r.fitted_t:.3f} on {r.n_cal:,} calibration predictions, {direction} "
-               f"(calibration NLL {r.cal_nll[0]:.4f} → {r.cal_nll[1]:.4f} nats).")
+    gain = r.cal_nll[0] - r.cal_nll[1]
+    if abs(math.log(r.fitted_t)) < NEAR_ONE:
+        direction = (f"within {NEAR_ONE:.0%} of 1: the raw probabilities already fit the calibration split "
+                     f"(its NLL falls by only {gain:.4f} nats, {r.cal_nll[0]:.4f} → {r.cal_nll[1]:.4f})")
+    else:
+        side = ("above 1: softening the logits helps, so the model was over-confident" if r.fitted_t > 1 else
+                "below 1: sharpening the logits helps, so the model was under-confident")
+        direction = f"{side} on that split (its NLL {r.cal_nll[0]:.4f} → {r.cal_nll[1]:.4f} nats)"
+    out.append(f"Temperature scaling fitted T = {r.fitted_t:.3f} on {r.n_cal:,} calibration predictions, {direction}.")
     d = fit.ece - r.before.ece
     if abs(d) < BARELY:
         move = f"barely moves ECE on the separate test split ({r.before.ece:.3f} → {fit.ece:.3f})"
