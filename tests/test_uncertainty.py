@@ -59,6 +59,8 @@ def test_reliability_bins_and_ece_by_hand():
     assert unc.ece(probs, right, bins=10) == pytest.approx(hand)
     # one bin: |mean accuracy - mean confidence|
     assert unc.ece(probs, right, bins=1) == pytest.approx(abs(np.mean(right) - np.mean(probs)))
+    # an edge itself closes the bin below it: 0.5 lies in (0, 0.5], 0 joins the first bin
+    assert unc.reliability([0.5, 1.0, 0.0], [1, 1, 0], bins=2).counts == (2, 1)
     assert unc.ece([0.7] * 10, [1] * 7 + [0] * 3) == pytest.approx(0.0)  # right 70 % of the time at 0.7
 
 
