@@ -169,15 +169,47 @@ def log_ticks(lo: float, hi: float) -> dict:
 
 def probability_html(text: str, probs: Sequence[float], expected: str | None = None) -> str:
     """The written answer, each character shaded by the probability the model gave it (darker is
-    surer); characters that differ from the expected answer are underlined in red."""
+    surer); characters that differ from the expected answer are underlined in red (``tokens_html``)."""
+    return tokens_html(text, probs, expected=expected)
+
+
+SHADES = {  # what tokens_html shades by -> (RGB of the shade, what a darker shade means)
+    "probability": ((31, 119, 180), "surer"),  # blue: the probability the model gave the character
+    "entropy": ((214, 39, 40), "less sure"),  # red: the entropy of the distribution it was drawn from
+}
+
+
+def tokens_html(tokens: Sequence[str], probs: Sequence[float], expected: str | None = None,
+                entropies: Sequence[float] | None = None, by: str = "probability",
+                flagged: Sequence[bool] | None = None) -> str:
+    """Written tokens, each shaded by its probability (darker is surer) or, ``by="entropy"``, by the
+    entropy of the distribution it was drawn from (darker is less sure; the darkest is the largest
+    entropy of the text, at least 1 nat). Tokens that differ from ``expected`` are underlined in red;
+    ``flagged`` tokens are outlined. Every token is escaped: shown as text, never read as markup."""
+    if by not in SHADES:
+        raise ValueError(f"shade by {by!r}: choose one of {', '.join(SHADES)}")
+    if by == "entropy" and entropies is None:
+        raise ValueError("shading by entropy needs each token's entropy")
+    tokens, probs = list(tokens), list(probs)
+    ents = list(entropies) if entropies is not None else None
+    flags = list(flagged) if flagged is not None else [False] * len(tokens)
+    if len(probs) != len(tokens) or (ents is not None and len(ents) != len(tokens)) or len(flags) != len(tokens):
+        raise ValueError("give one probability (and entropy, flag) per token")
+    (r, g, b), _ = SHADES[by]
+    top = max([1.0] + (ents or []))
     spans = []
-    for i, (ch, p) in enumerate(zip(text, probs)):
+    for i, (ch, p) in enumerate(zip(tokens, probs)):
+        level = p if by == "probability" else ents[i] / top
         wrong = expected is not None and (i >= len(expected) or expected[i] != ch)
-        style = f"background: rgba(31, 119, 180, {0.1 + 0.9 * p:.2f}); color: {'#fff' if p > 0.55 else '#000'};"
+        style = f"background: rgba({r}, {g}, {b}, {0.1 + 0.9 * level:.2f}); color: {'#fff' if level > 0.55 else '#000'};"
         if wrong:
             style += " text-decoration: underline wavy #d62728;"
+        if flags[i]:
+            style += " outline: 2px dashed #E69F00;"
+        title = f"p = {p:.3f}" + (f", entropy = {ents[i]:.2f} nats" if ents is not None else "") + \
+            (" (flagged)" if flags[i] else "")
         shown = token_label(ch)
-        spans.append(f'<span class="tok" title="p = {p:.3f}" style="{style} padding: 2px 3px; '
+        spans.append(f'<span class="tok" title="{title}" style="{style} padding: 2px 3px; '
                      f'margin: 1px; border-radius: 3px; font-family: monospace; font-size: 1.3em;">{shown}</span>')
     return '<div class="generated" style="line-height: 2.2;">' + "".join(spans) + "</div>"
 

@@ -1,0 +1,450 @@
+"""Uncertainty a model can show about what it writes, and whether its probabilities can be trusted.
+
+Two measurements, both on a model the student trained:
+
+* **Per-token uncertainty** of generated text: the probability the model gave each character it
+  wrote, and the entropy (in nats) of the distribution it drew that character from (Shannon 1948).
+  A character whose entropy passes a threshold the student sets is *flagged*: the model spread its
+  bet there. This is what "the model flags its own uncertain statements" can mean at this scale.
+* **Calibration** on held-out data (Guo, Pleiss, Sun & Weinberger 2017, "On Calibration of Modern
+  Neural Networks"): a reliability diagram of top-1 confidence against accuracy in equal-width bins,
+  the expected calibration error (ECE, Naeini, Cooper & Hauskrecht 2015; the bin-count weighting of
+  Guo et al.), and *temperature scaling*: one scalar T fitted on a calibration split by minimising the
+  negative log-likelihood, judged on a separate test split. Dividing the logits by T never changes
+  which character ranks first, so accuracy is unchanged; only the confidence moves.
+
+The held-out data is the last tenth of a ``Corpus`` (``corpus.held_out``), cut in two halves: the
+first half calibrates, the second tests (disjoint text). For a symbolic ``Task`` both splits are
+fresh examples (answer positions only), drawn from different seeds.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional, Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .corpus import Corpus
+from .figures import tokens_html
+from .generate import generate
+from .model import GPT
+from .tasks import IGNORE, CharTokenizer, Task
+
+
+class UncertaintyError(ValueError):
+    """Settings or data that cannot be measured; the message says why."""
+
+
+# ---------------------------------------------------------------------------------------------- per-token uncertainty
+def entropy(probs: torch.Tensor) -> torch.Tensor:
+    """Shannon entropy in nats over the last dimension, ``0 ln 0 = 0``: ``(..., V) -> (...)``."""
+    return torch.special.entr(probs.double()).sum(-1).to(probs.dtype)
+
+
+def distribution(logits: torch.Tensor, temperature: float, top_k: Optional[int] = None) -> torch.Tensor:
+    """The distribution ``explorer.generate`` draws from: ``softmax(logits / T)``, cut to the
+    ``top_k`` most likely and renormalised; at ``temperature == 0`` (greedy) the model's own
+    ``softmax(logits)``. ``(V,) -> (V,)``."""
+    if temperature <= 0:
+        return torch.softmax(logits.float(), -1)
+    p = torch.softmax(logits.float() / temperature, -1)
+    if top_k:
+        kth = torch.topk(p, min(top_k, p.numel())).values[-1]
+        p = torch.where(p < kth, torch.zeros_like(p), p)
+        p = p / p.sum()
+    return p
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    char: str  # the character written
+    prob: float  # the probability of that character in the distribution it was drawn from
+    entropy: float  # entropy of that distribution, nats (0: certain; ln V: uniform over V characters)
+    flagged: bool  # entropy > the threshold the user set
+
+
+@torch.no_grad()
+def token_uncertainty(model: GPT, tokenizer: CharTokenizer, prompt: str, n: int, temperature: float = 0.8,
+                      top_k: Optional[int] = None, seed: int = 0, threshold: float = 1.5,
+                      slide: bool = True) -> list[TokenInfo]:
+    """Write ``n`` characters after ``prompt`` (``explorer.generate``, same arguments) and give each
+    its probability and the entropy of the distribution it was drawn from (after temperature and
+    top-k; the model's own distribution when greedy); ``flagged`` when the entropy exceeds
+    ``threshold`` nats. Errors of ``generate`` (unknown characters, too long) pass through."""
+    if not math.isfinite(threshold) or threshold < 0:
+        raise UncertaintyError(f"threshold = {threshold}: an entropy threshold is a number of nats, 0 or more")
+    if n < 1:
+        raise UncertaintyError(f"n = {n}: write at least one character")
+    gen = generate(model, tokenizer, prompt, n, temperature, top_k or None, seed, slide=slide)
+    logits = _written_logits(model, gen.ids, len(gen.ids) - len(gen.text))  # (n, V)
+    infos = []
+    for i, ch in enumerate(gen.text):
+        p = distribution(logits[i], temperature, top_k)
+        h = float(entropy(p))
+        infos.append(TokenInfo(ch, gen.probs[i], h, h > threshold))
+    return infos
+
+
+def _written_logits(model: GPT, ids: list[int], start: int) -> torch.Tensor:
+    """The logits that predicted ``ids[start:]``, each read as ``generate`` read it (the last
+    ``block_size`` tokens before it): one pass when everything fits, else one pass per token.
+    ``-> (len(ids) - start, V)`` on the CPU."""
+    context = model.config.block_size
+    device = next(model.parameters()).device
+    model.eval()
+    if len(ids) - 1 <= context:
+        out = model(torch.tensor([ids[:-1]], device=device)).logits[0]  # (len - 1, V)
+        return out[start - 1:].float().cpu()
+    rows = [model(torch.tensor([ids[:j][-context:]], device=device)).logits[0, -1] for j in range(start, len(ids))]
+    return torch.stack(rows).float().cpu()
+
+
+def uncertainty_html(infos: Sequence[TokenInfo], by: str = "probability") -> str:
+    """The written text shaded by each character's probability or entropy (``figures.tokens_html``,
+    the view the Attention Lab's answers use), flagged characters outlined; the text is escaped."""
+    return tokens_html([t.char for t in infos], [t.prob for t in infos], entropies=[t.entropy for t in infos],
+                       by=by, flagged=[t.flagged for t in infos])
+
+
+# ---------------------------------------------------------------------------------------------- calibration
+@dataclass(frozen=True)
+class Reliability:
+    edges: tuple[float, ...]  # bins + 1 bin edges on [0, 1]; bin m holds confidences in (edges[m], edges[m+1]]
+    confidence: tuple[float, ...]  # mean top-1 probability in each bin (nan where empty)
+    accuracy: tuple[float, ...]  # share of those predictions that were right (nan where empty)
+    counts: tuple[int, ...]  # predictions in each bin
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts)
+
+    @property
+    def ece(self) -> float:
+        """Expected calibration error: sum over bins of |B_m| / n * |acc_m - conf_m|."""
+        n = self.total
+        return float(sum(c / n * abs(a - p) for c, a, p in zip(self.counts, self.accuracy, self.confidence) if c))
+
+
+def _check_pairs(probs_of_top, correct, bins: int) -> tuple[np.ndarray, np.ndarray]:
+    p = np.asarray(probs_of_top, dtype=np.float64).ravel()
+    c = np.asarray(correct, dtype=np.float64).ravel()
+    if p.shape != c.shape:
+        raise UncertaintyError(f"{p.size} confidences but {c.size} right/wrong marks: give one of each per prediction")
+    if p.size == 0:
+        raise UncertaintyError("no predictions to measure: the split is empty")
+    if not isinstance(bins, (int, np.integer)) or bins < 1:
+        raise UncertaintyError(f"bins = {bins}: use a whole number of bins, 1 or more")
+    if np.any(~np.isfinite(p)) or np.any((p < 0) | (p > 1)):
+        raise UncertaintyError("a confidence is not a probability (between 0 and 1)")
+    return p, c
+
+
+def reliability(probs_of_top, correct, bins: int = 10) -> Reliability:
+    """Confidence against accuracy in ``bins`` equal-width bins (Guo et al. 2017): bin m holds the
+    predictions whose top-1 probability lies in ``((m-1)/M, m/M]`` (0 itself falls in the first)."""
+    p, c = _check_pairs(probs_of_top, correct, bins)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.searchsorted(edges[1:-1], p, side="left")  # (N,) bin of each prediction, right-closed bins
+    counts = np.bincount(which, minlength=bins)
+    conf_sum = np.bincount(which, weights=p, minlength=bins)
+    acc_sum = np.bincount(which, weights=c, minlength=bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        conf = np.where(counts > 0, conf_sum / np.maximum(counts, 1), np.nan)
+        acc = np.where(counts > 0, acc_sum / np.maximum(counts, 1), np.nan)
+    return Reliability(tuple(edges.tolist()), tuple(conf.tolist()), tuple(acc.tolist()),
+                       tuple(int(k) for k in counts))
+
+
+def ece(probs_of_top, correct, bins: int = 10) -> float:
+    """Expected calibration error (equal-width bins, weighted by their counts; Guo et al. 2017)."""
+    return reliability(probs_of_top, correct, bins).ece
+
+
+def top1(logits: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """``(N, V)`` logits and ``(N,)`` targets -> the top-1 probability at ``temperature`` and whether
+    the top-1 character is the target (both ``(N,)``)."""
+    _check_temperature(temperature)
+    p = torch.softmax(logits.double() / temperature, -1)
+    conf, pred = p.max(-1)
+    return conf.numpy(), (pred == targets).numpy()
+
+
+def nll(logits: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0) -> float:
+    """Mean negative log-likelihood (nats per prediction) of ``logits / temperature``."""
+    _check_temperature(temperature)
+    return float(F.cross_entropy(logits.double() / temperature, targets))
+
+
+def _check_temperature(t: float) -> None:
+    if not (math.isfinite(t) and t > 0):
+        raise UncertaintyError(f"temperature = {t}: calibration needs a temperature above 0")
+
+
+def fit_temperature(logits: torch.Tensor, targets: torch.Tensor, lo: float = 0.05, hi: float = 20.0,
+                    iters: int = 60) -> float:
+    """Temperature scaling (Guo et al. 2017): the T in ``[lo, hi]`` minimising the mean NLL of
+    ``logits / T``, by golden-section search on log T (the NLL is convex in 1/T, so it has one minimum
+    along log T). The best point seen is returned, T = 1 among them: the fit never raises the NLL of
+    the data it is fitted on."""
+    if logits.ndim != 2 or targets.shape != logits.shape[:1]:
+        raise UncertaintyError("fit_temperature needs (N, V) logits and (N,) targets")
+    if len(targets) == 0:
+        raise UncertaintyError("no predictions to fit a temperature on: the calibration split is empty")
+    z = logits.double()
+    seen = {1.0: nll(z, targets, 1.0)}
+
+    def f(u: float) -> float:
+        t = math.exp(u)
+        if t not in seen:
+            seen[t] = nll(z, targets, t)
+        return seen[t]
+
+    a, b = math.log(lo), math.log(hi)
+    g = (math.sqrt(5) - 1) / 2
+    c, d = b - g * (b - a), a + g * (b - a)
+    fc, fd = f(c), f(d)
+    for _ in range(iters):
+        if fc <= fd:
+            b, d, fd = d, c, fc
+            c = b - g * (b - a)
+            fc = f(c)
+        else:
+            a, c, fc = c, d, fd
+            d = a + g * (b - a)
+            fd = f(d)
+    return min(seen, key=lambda t: (seen[t], t))
+
+
+@dataclass(frozen=True)
+class CalibrationSettings:
+    bins: int = 10  # equal-width confidence bins of the reliability diagram and the ECE
+    temperatures: tuple[float, ...] = (0.5, 1.0, 2.0)  # fixed temperatures the test split is also measured at
+    windows: int = 256  # corpus: at most this many non-overlapping held-out windows per split (all of them if fewer)
+    examples: int = 512  # task: fresh examples per split
+    length: int = 0  # window length (corpus) or input length (task); 0: the model's context (corpus) / 8 (task)
+    threshold: float = 1.5  # entropy (nats) above which a prediction counts as flagged
+    seed: int = 0  # task: the calibration split's examples come from this seed, the test split's from seed + 1
+
+
+@dataclass
+class Split:
+    logits: torch.Tensor  # (N, V) next-token logits at T = 1, CPU, float32
+    targets: torch.Tensor  # (N,) the tokens that came next
+
+
+@torch.no_grad()
+def _forward(model: GPT, x: torch.Tensor, y: torch.Tensor, chunk: int = 64) -> Split:
+    """Logits of every position where ``y`` is not ``IGNORE``; ``x, y`` ``(B, T)``."""
+    model.eval()
+    device = next(model.parameters()).device
+    logits, targets = [], []
+    for i in range(0, len(x), chunk):
+        out = model(x[i:i + chunk].to(device)).logits.float().cpu()  # (b, T, V)
+        mask = y[i:i + chunk] != IGNORE
+        logits.append(out[mask])
+        targets.append(y[i:i + chunk][mask])
+    return Split(torch.cat(logits), torch.cat(targets))
+
+
+def corpus_splits(model: GPT, corpus: Corpus, windows: int = 256, length: int = 0) -> tuple[Split, Split]:
+    """``(calibration, test)``: the first and second halves of ``corpus.held_out``, each cut into
+    non-overlapping windows of ``length`` characters (0: the model's context), at most ``windows`` of
+    them spread evenly; every position of a window predicts its next character."""
+    length = length or model.config.block_size
+    if length > model.config.block_size:
+        raise UncertaintyError(f"windows of {length} characters do not fit this model's context of "
+                               f"{model.config.block_size}")
+    half = len(corpus.held_out) // 2
+    return tuple(_windows(model, part, windows, length)  # type: ignore[return-value]
+                 for part in (corpus.held_out[:half], corpus.held_out[half:]))
+
+
+def _windows(model: GPT, data: torch.Tensor, windows: int, length: int) -> Split:
+    starts = torch.arange(0, len(data) - length, length)  # non-overlapping windows (and their next character)
+    if len(starts) == 0:
+        raise UncertaintyError(f"a held-out half has {len(data)} characters: too short for windows of {length}")
+    if len(starts) > windows:
+        starts = starts[torch.linspace(0, len(starts) - 1, windows).round().long()]
+    rows = data[starts[:, None] + torch.arange(length + 1)]  # (W, length + 1)
+    return _forward(model, rows[:, :-1], rows[:, 1:])
+
+
+def task_splits(model: GPT, task: Task, examples: int = 512, length: int = 8, seed: int = 0) -> tuple[Split, Split]:
+    """``(calibration, test)`` for a task: fresh examples from seeds ``seed`` and ``seed + 1``, the
+    predictions at its answer positions (every position for the toy language)."""
+    out = []
+    for s in (seed, seed + 1):
+        x, y = task.batch(torch.Generator().manual_seed(s), examples, length)
+        if x.shape[1] > model.config.block_size:
+            raise UncertaintyError(f"examples of {x.shape[1]} tokens do not fit this model's context of "
+                                   f"{model.config.block_size}: use shorter inputs")
+        out.append(_forward(model, x, y))
+    return out[0], out[1]
+
+
+@dataclass(frozen=True)
+class Row:
+    temperature: float  # T the test split was read at
+    ece: float  # expected calibration error on the test split
+    nll: float  # mean NLL on the test split, nats
+    confidence: float  # mean top-1 probability on the test split
+    fitted: bool  # this row's T is the one fitted on the calibration split
+
+
+@dataclass
+class CalibrationReport:
+    source: str  # what was measured ("Emma (held-out text)", "Copy (answer positions)")
+    n_cal: int  # predictions in the calibration split
+    n_test: int  # predictions in the test split
+    accuracy: float  # top-1 accuracy on the test split (the same at every temperature)
+    confidence: float  # mean top-1 probability on the test split at T = 1
+    nll: float  # mean NLL on the test split at T = 1, nats
+    fitted_t: float  # temperature fitted on the calibration split
+    cal_nll: tuple[float, float]  # calibration-split NLL at T = 1 and at the fitted T
+    rows: list[Row]  # the fixed temperatures, then the fitted one
+    before: Reliability  # test split at T = 1
+    after: Reliability  # test split at the fitted T
+    threshold: float  # entropy flag threshold, nats
+    flagged_share: float  # share of test predictions (T = 1) whose entropy exceeds the threshold
+    error_flagged: float  # error rate among those (nan if none)
+    error_unflagged: float  # error rate among the rest (nan if none)
+
+    def row(self, temperature: float) -> Row:
+        return next(r for r in self.rows if r.temperature == temperature and not r.fitted)
+
+    @property
+    def fitted_row(self) -> Row:
+        return next(r for r in self.rows if r.fitted)
+
+
+def calibrate(model: GPT, source: Union[Corpus, Task], settings: CalibrationSettings = CalibrationSettings()
+              ) -> CalibrationReport:
+    """Measure calibration of ``model`` on ``source``'s held-out data (see the module docstring):
+    ECE and NLL on the test split at each fixed temperature and at the T fitted on the calibration split."""
+    if isinstance(source, Corpus):
+        cal, test = corpus_splits(model, source, settings.windows, settings.length)
+        name = f"{source.title} (held-out text)"
+    elif isinstance(source, Task):
+        cal, test = task_splits(model, source, settings.examples, settings.length or 8, settings.seed)
+        name = f"{source.title} ({'answer positions' if source.symbolic else 'every position'})"
+    else:
+        raise UncertaintyError(f"cannot calibrate on a {type(source).__name__}: give a Corpus or a Task")
+    return report(cal, test, settings, name)
+
+
+def report(cal: Split, test: Split, settings: CalibrationSettings = CalibrationSettings(),
+           source: str = "") -> CalibrationReport:
+    """The calibration report of two given splits (``calibrate`` without the model)."""
+    for t in settings.temperatures:
+        _check_temperature(t)
+    t_fit = fit_temperature(cal.logits, cal.targets)
+    rows = []
+    for t, fitted in [(t, False) for t in settings.temperatures] + [(t_fit, True)]:
+        conf, right = top1(test.logits, test.targets, t)
+        rows.append(Row(t, ece(conf, right, settings.bins), nll(test.logits, test.targets, t), float(conf.mean()),
+                        fitted))
+    conf1, right1 = top1(test.logits, test.targets, 1.0)
+    conf_f, right_f = top1(test.logits, test.targets, t_fit)
+    h = entropy(torch.softmax(test.logits.double(), -1)).numpy()  # (N,) nats at T = 1
+    flag = h > settings.threshold
+    err = 1.0 - right1.astype(np.float64)
+    return CalibrationReport(
+        source=source, n_cal=len(cal.targets), n_test=len(test.targets), accuracy=float(right1.mean()),
+        confidence=float(conf1.mean()), nll=nll(test.logits, test.targets, 1.0),
+        fitted_t=t_fit, cal_nll=(nll(cal.logits, cal.targets, 1.0), nll(cal.logits, cal.targets, t_fit)),
+        rows=rows, before=reliability(conf1, right1, settings.bins), after=reliability(conf_f, right_f, settings.bins),
+        threshold=settings.threshold, flagged_share=float(flag.mean()),
+        error_flagged=float(err[flag].mean()) if flag.any() else float("nan"),
+        error_unflagged=float(err[~flag].mean()) if (~flag).any() else float("nan"))
+
+
+BARELY = 0.005  # an ECE change smaller than this (absolute) is reported as barely moving
+CLOSE = 0.01  # |mean confidence - accuracy| below this is reported as close to calibrated
+NEAR_ONE = 0.05  # a fitted T within 5 % of 1 (|ln T| below this) is reported as about 1
+
+
+def findings(r: CalibrationReport) -> list[str]:
+    """Sentences for the learner, each computed from the report's numbers."""
+    out = []
+    conf = r.confidence
+    gap = conf - r.accuracy
+    if abs(gap) < CLOSE:
+        state = ("close to calibrated on average (Guo et al. found large networks trained long over-confident; "
+                 "this one is not)")
+    elif gap > 0:
+        state = "over-confident"
+    else:
+        state = "under-confident"
+    out.append(f"At T = 1 the model's mean top-1 probability on the {r.n_test:,} test predictions is {conf:.3f} and "
+               f"its top-1 guess is right {r.accuracy:.3f} of the time (ECE {r.before.ece:.3f}): {state}.")
+    fixed = [x for x in r.rows if not x.fitted]
+    if len(fixed) > 1:
+        best = min(fixed, key=lambda x: x.ece)
+        out.append("Among the fixed temperatures, ECE is " + ", ".join(
+            f"{x.ece:.3f} at T = {x.temperature:g}" for x in fixed) + f"; T = {best.temperature:g} is the best of them.")
+    fit = r.fitted_row
+    gain = r.cal_nll[0] - r.cal_nll[1]
+    if abs(math.log(r.fitted_t)) < NEAR_ONE:
+        direction = (f"within {NEAR_ONE:.0%} of 1: the raw probabilities already fit the calibration split "
+                     f"(its NLL falls by only {gain:.4f} nats, {r.cal_nll[0]:.4f} → {r.cal_nll[1]:.4f})")
+    else:
+        side = ("above 1: softening the logits helps, so the model was over-confident" if r.fitted_t > 1 else
+                "below 1: sharpening the logits helps, so the model was under-confident")
+        direction = f"{side} on that split (its NLL {r.cal_nll[0]:.4f} → {r.cal_nll[1]:.4f} nats)"
+    out.append(f"Temperature scaling fitted T = {r.fitted_t:.3f} on {r.n_cal:,} calibration predictions, {direction}.")
+    d = fit.ece - r.before.ece
+    if abs(d) < BARELY:
+        move = f"barely moves ECE on the separate test split ({r.before.ece:.3f} → {fit.ece:.3f})"
+    elif d < 0:
+        move = f"lowers ECE on the separate test split from {r.before.ece:.3f} to {fit.ece:.3f}"
+    else:
+        move = (f"raises ECE on the separate test split from {r.before.ece:.3f} to {fit.ece:.3f}: it minimises NLL "
+                f"on other data, not ECE on this split")
+    out.append(f"Fitting {move}; test NLL {r.nll:.4f} → {fit.nll:.4f} nats.")
+    out.append(f"Accuracy stays {r.accuracy:.3f} at every temperature: dividing the logits by T never changes which "
+               f"character ranks first, so calibration changes how sure the model says it is, not what it predicts.")
+    if r.flagged_share > 0 and r.flagged_share < 1:
+        out.append(f"{r.flagged_share:.1%} of test predictions have entropy above {r.threshold:g} nats; the model's "
+                   f"top guess is wrong {r.error_flagged:.1%} of the time there and {r.error_unflagged:.1%} elsewhere"
+                   + (" — a flag marks where errors are likelier, not which guesses are wrong."
+                      if r.error_flagged > r.error_unflagged else
+                      " — at this threshold the flag does not single out the errors."))
+    elif r.flagged_share == 0:
+        out.append(f"No test prediction has entropy above {r.threshold:g} nats: at this threshold nothing is flagged.")
+    else:
+        out.append(f"Every test prediction has entropy above {r.threshold:g} nats: at this threshold everything is "
+                   f"flagged, which tells the reader nothing.")
+    return out
+
+
+def _main(seconds: float = 75.0) -> None:
+    """Train the Training page's default character model on the built-in corpus for ``seconds`` of
+    one thread (or its 700 steps, if sooner) and print its calibration report and findings."""
+    import sys
+    import time
+
+    from . import corpus as texts, textlm
+
+    torch.set_num_threads(1)
+    emma = texts.builtin()
+    trainer = textlm.build_trainer(textlm.settings_for(emma), emma)
+    t0 = time.perf_counter()
+    trainer.advance(seconds=seconds)
+    print(f"trained {trainer.step} of {trainer.config.steps} steps in {time.perf_counter() - t0:.1f} s; held-out "
+          f"loss {emma.held_out_loss(trainer.model, textlm.TextSettings().context):.3f} nats", file=sys.stderr)
+    r = calibrate(trainer.model, emma)
+    print(f"{r.source}: {r.n_cal:,} calibration and {r.n_test:,} test predictions, accuracy {r.accuracy:.3f}")
+    for row in r.rows:
+        print(f"T = {row.temperature:6.3f}{' (fitted)' if row.fitted else '         '}  ECE {row.ece:.4f}  "
+              f"NLL {row.nll:.4f}  mean confidence {row.confidence:.3f}")
+    for line in findings(r):
+        print("-", line)
+
+
+if __name__ == "__main__":
+    import sys
+
+    _main(*(float(a) for a in sys.argv[1:2]))
