@@ -20,8 +20,9 @@
   exposure = log2|R| - log2(rank). ``exposure`` ranks exactly among the candidates it is given;
   given a uniform sample of m candidates, R is that sample plus the secret, so the largest
   measurable exposure is log2(m + 1) (a sampled estimate, not the paper's distribution fit).
-* **An output filter**: regexes for e-mail-like and number-like spans (``redact``), and the cases
-  it misses, found by running it (``known_misses``).
+* **An output filter**: regexes for e-mail-like and number-like spans (``redact``), the cases it
+  misses and the harmless numbers it hides anyway, both found by running it (``known_misses``,
+  ``over_redactions``).
 
 ``compare`` trains one small character model with and without DP on the same canaried text and
 ``findings`` turns its numbers into sentences.
@@ -375,6 +376,19 @@ def check_filter(text: str, private: str) -> FilterCase:
 def known_misses() -> list[FilterCase]:
     """The examples the filter lets through, found by running it on ``MISS_EXAMPLES``."""
     return [c for c in (check_filter(t, p) for t, p in MISS_EXAMPLES) if c.missed]
+
+
+HARMLESS_EXAMPLES = (  # text with nothing private in it, which a filter should leave alone
+    "Volume 1, Chapter 12",
+    "Emma was born in 1796 and married at 21.",
+    "she walked 2 miles at 3 o'clock",
+    "Miss Bates and Jane Fairfax took tea.",
+)
+
+
+def over_redactions() -> list[tuple[str, str]]:
+    """The harmless examples the filter changes anyway, ``(text, output)``: its false positives."""
+    return [(t, out) for t in HARMLESS_EXAMPLES if (out := redact(t)[0]) != t]
 
 
 # ------------------------------------------------------------------------------------------- the comparison

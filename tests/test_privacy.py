@@ -222,6 +222,14 @@ def test_known_misses_are_the_obfuscated_forms():
     assert caught == {"my PIN is 4 8 1 5 2", "write to jane.fairfax@example.com today", "call 020-7946-0958 after six"}
 
 
+def test_over_redactions_are_the_harmless_numbers():
+    assert privacy.over_redactions() == [
+        ("Volume 1, Chapter 12", "Volume [REDACTED], Chapter [REDACTED]"),
+        ("Emma was born in 1796 and married at 21.", "Emma was born in [REDACTED] and married at [REDACTED]."),
+        ("she walked 2 miles at 3 o'clock", "she walked [REDACTED] miles at [REDACTED] o'clock"),
+    ]  # the names pass: the filter knows nothing of people
+
+
 # --------------------------------------------------------------------------- the comparison, tiny
 def test_compare_runs_both_arms_and_findings_state_its_numbers():
     base = "".join(f"Emma walked to Highbury on day {i % 7} and met Harriet there.\n" for i in range(120))
