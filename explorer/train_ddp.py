@@ -423,9 +423,10 @@ def findings(c: Comparison) -> list[str]:
     n, s = c.settings.workers, c.settings
     out = []
     faster = c.speedup >= 1.0
+    verdict = ("about the same" if abs(c.speedup - 1) < 0.05 else "faster" if faster else "slower")
     out.append(f"{n} workers trained {c.parallel.tokens_per_s:,.0f} tokens/s together against "
                f"{c.single.tokens_per_s:,.0f} for one worker: {c.speedup:.2f}x the throughput "
-               f"({'faster' if faster else 'slower'}; the ideal is {n}x).")
+               f"({verdict}; the ideal is {n}x).")
     per = s.batch_size // n
     out.append(f"Each worker's step on its {per} of the {s.batch_size} sequences took {c.parallel.step_s * 1e3:.1f} ms "
                f"(the slowest rank) against {c.single.step_s * 1e3:.1f} ms for one worker on all {s.batch_size}: "
@@ -438,8 +439,8 @@ def findings(c: Comparison) -> list[str]:
                    "cannot all compute at once: the speed-up is capped here, not by data parallelism.")
     if not faster:
         grads = sum(t.numel() for t in c.parallel.state_dict.values()) * 4
-        out.append(f"Why slower: each of the {n} workers computes only {per} of the {s.batch_size} sequences, but every "
-                   f"step it also sends and receives its gradients ({grads / 1e6:.2f} MB of float32 for this model) "
+        out.append(f"Why not faster: each of the {n} workers computes only {per} of the {s.batch_size} sequences, "
+                   f"but every step it also sends and receives its gradients ({grads / 1e6:.2f} MB of float32 for this model) "
                    "through gloo over local sockets and waits for the slowest worker. A model this small computes "
                    "its share in little time, so those fixed costs weigh more than the compute saved; data "
                    "parallelism pays when each worker's compute is large against the gradients it exchanges.")
