@@ -76,8 +76,8 @@ class BiasSettings:
     n_embd: int = 48  # residual stream width
     context: int = 32  # characters the model reads at once; training windows are this long
     batch_size: int = 32  # windows per training step
-    lr: float = 3e-3  # peak learning rate (AdamW), warm-up then cosine decay to a tenth
-    steps: int = 400  # training steps of each model
+    lr: float = 1e-2  # peak learning rate (AdamW), warm-up then cosine decay to a tenth
+    steps: int = 600  # training steps of each model
     seed: int = 0  # seeds the generated text, the weights and the stream of training windows
     augment: bool = True  # also train a second model (same seed) on the counterfactually augmented text
 

@@ -76,7 +76,7 @@ def test_preference_equals_naive_loop():
     corpus = bias.corpus_for(TINY)
     tok = corpus.tokenizer
     model = bias.build_model(TINY.model_config(corpus.vocab_size), seed=5).eval()
-    for ctx in bias.probe_contexts()[:5] + [". x"]:
+    for ctx in bias.probe_contexts()[:5] + [". z"]:
         want = naive_logprob(model, tok, ctx, GROUP_A) - naive_logprob(model, tok, ctx, GROUP_B)
         assert bias.preference(model, tok, ctx) == pytest.approx(want, abs=1e-4)
     with pytest.raises(BiasError):
