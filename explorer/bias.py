@@ -17,8 +17,9 @@ teacher-forced. The measured skew is the share of probes that prefer A, and, as 
 beside the data's share, the mean of ``P(A) / (P(A) + P(B))``.
 
 Counterfactual data augmentation (Lu et al. 2018, "Gender Bias in Neural Natural Language Processing";
-Zmigrod et al. 2019): each training sentence is followed by its copy with the two group words swapped,
-so the text holds every association both ways; the model is trained again and probed again.
+Zmigrod et al. 2019): each training sentence gets a copy with the two group words swapped (the copies
+shuffled in among the originals), so the text holds every association both ways; the model is trained
+again, for the same steps, and probed again.
 
 ``BiasJob`` trains the model on the skewed text and, with ``augment``, a second one (same seed) on the
 augmented text, in turns (``explorer.runs.TurnsJob``); ``run_bias`` does the same in one call.
@@ -136,16 +137,21 @@ def swap(sentence: str) -> str:
     return _SWAP.sub(lambda m: GROUP_B if m.group(1) == GROUP_A else GROUP_A, sentence)
 
 
-def augmented(sentences: list[str]) -> list[str]:
-    """Counterfactual data augmentation: each sentence followed by its swapped copy."""
-    return [s for x in sentences for s in (x, swap(x))]
+def augmented(sentences: list[str], seed: int = 0) -> list[str]:
+    """Counterfactual data augmentation: the sentences and their swapped copies, shuffled (seeded). Shuffled,
+    because a copy right after its original would make the group word predictable from the sentence before
+    (the opposite one): measured, that in-context pattern left a model trained on balanced data preferring
+    one group on every probe."""
+    out = sentences + [swap(x) for x in sentences]
+    random.Random(seed).shuffle(out)
+    return out
 
 
 def corpus_for(settings: BiasSettings, augment: bool = False) -> Corpus:
     """The generated text as a ``Corpus`` (sentences joined by spaces), augmented or not."""
     settings.check()
     sents = skewed_sentences(settings.skew, settings.sentences, settings.seed)
-    text = " ".join(augmented(sents) if augment else sents) + " "
+    text = " ".join(augmented(sents, settings.seed + 1) if augment else sents) + " "
     return Corpus(f"bias-{settings.skew}-{'augmented' if augment else 'skewed'}", text)
 
 
