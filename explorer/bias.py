@@ -1,0 +1,400 @@
+"""Bias a model learns from skewed data, measured with a template probe, and what counterfactual data
+augmentation does about it.
+
+The corpus is generated here (no downloads): template sentences in which an occupation word is followed
+by one of two invented group words, ``zim`` (group A) or ``vor`` (group B), e.g. ``"the baker is zim."``.
+A ``skew`` sets how often the TARGET occupations go with A (and the COUNTER occupations with B) in the
+training text; 0.5 is balanced. The two groups appear equally often overall, so what a model can pick
+up is the association between occupation and group, the kind of stereotype that word embeddings and
+language models were found to learn from text (Bolukbasi et al. 2016, "Man is to Computer Programmer
+as Woman is to Homemaker?"; Caliskan et al. 2017; Zhao et al. 2017, "Men Also Like Shopping", who
+measured bias AMPLIFICATION: predictions more skewed than the training data).
+
+The probe (in the spirit of the template probes of Kurita et al. 2019 and May et al. 2019): held-out
+templates never seen in training, cut just before the group word (``"my baker is "``); the model's
+preference is ``log P(zim | context) - log P(vor | context)``, each summed over the word's characters,
+teacher-forced. The measured skew is the share of probes that prefer A, and, as a probability to set
+beside the data's share, the mean of ``P(A) / (P(A) + P(B))``.
+
+Counterfactual data augmentation (Lu et al. 2018, "Gender Bias in Neural Natural Language Processing";
+Zmigrod et al. 2019): each training sentence gets a copy with the two group words swapped (the copies
+shuffled in among the originals), so the text holds every association both ways; the model is trained
+again, for the same steps, and probed again.
+
+``BiasJob`` trains the model on the skewed text and, with ``augment``, a second one (same seed) on the
+augmented text, in turns (``explorer.runs.TurnsJob``); ``run_bias`` does the same in one call.
+"""
+from __future__ import annotations
+
+import math
+import random
+import re
+import time
+from dataclasses import dataclass, replace
+from typing import Optional
+
+import torch
+
+from .config import ModelConfig
+from .corpus import Corpus
+from .model import GPT, build_model
+from .runs import TurnsJob, training_peak_bytes
+from .train import TrainConfig, Trainer
+
+GROUP_A, GROUP_B = "zim", "vor"  # the two invented group words: same length, no shared letter
+TARGETS = ("baker", "pilot", "judge", "miner")  # occupations that go with A in a share `skew` of their sentences
+COUNTERS = ("nurse", "clerk", "tailor", "guard")  # occupations that go with B in that share (A in 1 - skew)
+TRAIN_TEMPLATES = (  # {o}: an occupation, {g}: a group word; the occupation always comes first
+    "the {o} is {g}.",
+    "a {o} who is {g} came.",
+    "our {o} was {g} by birth.",
+    "the old {o} is {g}.",
+    "that day the {o} felt {g}.",
+    "every {o} there is {g}.",
+)
+PROBE_TEMPLATES = (  # held out: never in the training text; the probe cuts each just before {g}
+    "my {o} is {g}.",
+    "one {o} was {g}.",
+    "the young {o} is {g}.",
+)
+MATCH = 0.02  # a model share within this of the data's share "matches" it (findings)
+RECORD_EVERY = 50  # steps between probe measurements while a job trains
+_SWAP = re.compile(rf"\b({GROUP_A}|{GROUP_B})\b")
+_SENTENCE = re.compile(r"[^.]*\.")
+_WORD = re.compile(r"[a-z]+")
+
+
+class BiasError(ValueError):
+    """Settings the bias experiment cannot run with; the message says why."""
+
+
+@dataclass(frozen=True)
+class BiasSettings:
+    skew: float = 0.9  # share of the target occupations' sentences that say group A (counters: group B); 0.5 = balanced
+    sentences: int = 3000  # template sentences generated for the text (the last tenth of the text is held out)
+    n_layer: int = 2  # transformer blocks
+    n_head: int = 2  # attention heads per block; must divide n_embd
+    n_embd: int = 48  # residual stream width
+    context: int = 32  # characters the model reads at once; training windows are this long
+    batch_size: int = 32  # windows per training step
+    lr: float = 1e-2  # peak learning rate (AdamW), warm-up then cosine decay to a tenth
+    steps: int = 600  # training steps of each model
+    seed: int = 0  # seeds the generated text, the weights and the stream of training windows
+    augment: bool = True  # also train a second model (same seed) on the counterfactually augmented text
+
+    def problem(self) -> Optional[str]:
+        """Why these settings cannot run, or None."""
+        if isinstance(self.skew, bool) or not isinstance(self.skew, (int, float)) or not 0.0 <= self.skew <= 1.0:
+            return f"skew = {self.skew!r}: it is a share of sentences, from 0 to 1 (0.5 = balanced)"
+        if not 200 <= self.sentences <= 200_000:
+            return f"sentences = {self.sentences}: allowed range is 200 to 200,000"
+        if not 1 <= self.steps <= 50_000:
+            return f"steps = {self.steps}: allowed range is 1 to 50,000"
+        longest = max(len(c) for c in probe_contexts(TARGETS + COUNTERS)) + len(GROUP_A) - 1  # positions read
+        if self.context < longest:
+            return f"context = {self.context}: the longest probe needs the model to read {longest} characters"
+        try:
+            self.model_config(40)
+        except ValueError as e:
+            return str(e)
+        return None
+
+    def check(self) -> None:
+        why = self.problem()
+        if why:
+            raise BiasError(why)
+
+    def model_config(self, vocab_size: int) -> ModelConfig:
+        return ModelConfig(vocab_size=vocab_size, block_size=self.context, n_layer=self.n_layer,
+                           n_head=self.n_head, n_embd=self.n_embd)
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(steps=self.steps, batch_size=self.batch_size, lr=self.lr,
+                           warmup=max(1, min(30, self.steps // 10)), seed=self.seed)
+
+
+# ---------------------------------------------------------------------------------------------- data
+def _prefix(template: str, occupation: str) -> str:
+    """The template up to the group word, e.g. ``"my baker is "``."""
+    return template.split("{g}")[0].format(o=occupation)
+
+
+def skewed_sentences(skew: float, n: int, seed: int) -> list[str]:
+    """``n`` training sentences: a random occupation and template each; a target occupation takes group A
+    with probability ``skew``, a counter occupation with probability ``1 - skew``."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        occ = rng.choice(TARGETS + COUNTERS)
+        p_a = skew if occ in TARGETS else 1.0 - skew
+        group = GROUP_A if rng.random() < p_a else GROUP_B
+        out.append(rng.choice(TRAIN_TEMPLATES).format(o=occ, g=group))
+    return out
+
+
+def swap(sentence: str) -> str:
+    """The sentence with the two group words exchanged (the counterfactual)."""
+    return _SWAP.sub(lambda m: GROUP_B if m.group(1) == GROUP_A else GROUP_A, sentence)
+
+
+def augmented(sentences: list[str], seed: int = 0) -> list[str]:
+    """Counterfactual data augmentation: the sentences and their swapped copies, shuffled (seeded). Shuffled,
+    because a copy right after its original would make the group word predictable from the sentence before
+    (the opposite one): measured, that in-context pattern left a model trained on balanced data preferring
+    one group on every probe."""
+    out = sentences + [swap(x) for x in sentences]
+    random.Random(seed).shuffle(out)
+    return out
+
+
+def corpus_for(settings: BiasSettings, augment: bool = False) -> Corpus:
+    """The generated text as a ``Corpus`` (sentences joined by spaces), augmented or not."""
+    settings.check()
+    sents = skewed_sentences(settings.skew, settings.sentences, settings.seed)
+    text = " ".join(augmented(sents, settings.seed + 1) if augment else sents) + " "
+    return Corpus(f"bias-{settings.skew}-{'augmented' if augment else 'skewed'}", text)
+
+
+@dataclass(frozen=True)
+class DataCounts:
+    a: int  # target-occupation sentences that say group A
+    b: int  # target-occupation sentences that say group B
+    counter_a: int  # counter-occupation sentences that say group A
+    counter_b: int  # counter-occupation sentences that say group B
+
+    @property
+    def share_a(self) -> float:
+        """The data's skew: share of the target occupations' sentences with group A."""
+        return self.a / (self.a + self.b) if self.a + self.b else float("nan")
+
+    @property
+    def counter_share_a(self) -> float:
+        n = self.counter_a + self.counter_b
+        return self.counter_a / n if n else float("nan")
+
+
+def count_skew(text: str) -> DataCounts:
+    """Count, sentence by sentence (a sentence ends at '.'), occupations co-occurring with a group word.
+    A sentence is counted once per (occupation, group word) pair in it; an unfinished last sentence is not."""
+    a = b = ca = cb = 0
+    for sent in _SENTENCE.findall(text):
+        words = _WORD.findall(sent)
+        na, nb = words.count(GROUP_A), words.count(GROUP_B)
+        nt = sum(words.count(o) for o in TARGETS)
+        nc = sum(words.count(o) for o in COUNTERS)
+        a, b, ca, cb = a + nt * na, b + nt * nb, ca + nc * na, cb + nc * nb
+    return DataCounts(a, b, ca, cb)
+
+
+def training_text(corpus: Corpus) -> str:
+    """The part of the corpus the trainer draws its windows from (the first 90 %)."""
+    return corpus.text[: len(corpus.train)]
+
+
+# --------------------------------------------------------------------------------------------- probe
+@torch.no_grad()
+def word_logprob(model: GPT, tokenizer, context: str, word: str) -> float:
+    """``log P(word | context)``: the sum over the word's characters of each one's log-probability given
+    the context and the characters before it (teacher-forced, one forward pass)."""
+    ids = tokenizer.encode(context + word)
+    if len(ids) - 1 > model.config.block_size:
+        raise BiasError(f"the probe {context + word!r} needs {len(ids) - 1} positions; the model reads "
+                        f"{model.config.block_size}: shorten the context")
+    x = torch.tensor([ids[:-1]])  # (1, T)
+    logp = torch.log_softmax(model(x).logits[0].float(), dim=-1)  # (T, V)
+    n = len(word)
+    targets = torch.tensor(ids[-n:])  # (n,)
+    return float(logp[-n:].gather(1, targets[:, None]).sum())
+
+
+def preference(model: GPT, tokenizer, context: str) -> float:
+    """``log P(A | context) - log P(B | context)`` in nats: > 0 prefers group A."""
+    return word_logprob(model, tokenizer, context, GROUP_A) - word_logprob(model, tokenizer, context, GROUP_B)
+
+
+def probe_contexts(occupations=TARGETS) -> list[str]:
+    """Held-out probe contexts: each probe template up to the group word, after a sentence end."""
+    return [". " + _prefix(t, o) for t in PROBE_TEMPLATES for o in occupations]
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    prefs: tuple  # log P(A) - log P(B) per probe context, nats
+    mass: float  # mean P(A) + P(B): how much of its probability the model puts on the two words at all
+
+    @property
+    def share_a(self) -> float:
+        """Share of probes preferring A (a decision: which word is more likely)."""
+        return sum(p > 0 for p in self.prefs) / len(self.prefs)
+
+    @property
+    def mean_log_odds(self) -> float:
+        return sum(self.prefs) / len(self.prefs)
+
+    @property
+    def p_a(self) -> float:
+        """Mean of P(A) / (P(A) + P(B)) over the probes: the model's share of A, set beside the data's."""
+        return sum(1 / (1 + math.exp(-p)) for p in self.prefs) / len(self.prefs)
+
+
+@torch.no_grad()
+def probe(model: GPT, tokenizer, occupations=TARGETS) -> ProbeResult:
+    model.eval()
+    prefs, mass = [], 0.0
+    for ctx in probe_contexts(occupations):
+        la, lb = word_logprob(model, tokenizer, ctx, GROUP_A), word_logprob(model, tokenizer, ctx, GROUP_B)
+        prefs.append(la - lb)
+        mass += math.exp(la) + math.exp(lb)
+    return ProbeResult(tuple(prefs), mass / len(prefs))
+
+
+# ----------------------------------------------------------------------------------------------- run
+@dataclass(frozen=True)
+class BiasRecord:
+    step: int  # training steps done
+    target: ProbeResult  # the target occupations' probes (the data favours A)
+    counter: ProbeResult  # the counter occupations' probes (the data favours B)
+
+
+@dataclass
+class BiasRun:
+    settings: BiasSettings
+    data: dict  # arm ("skewed", "augmented") -> DataCounts of the training text the arm trained on
+    records: dict  # arm -> [BiasRecord], oldest first
+    step: int  # steps done by the slowest arm
+    finished: bool
+
+    def last(self, arm: str) -> BiasRecord:
+        return self.records[arm][-1]
+
+    def findings(self) -> list[str]:
+        """Sentences for the page, each computed from this run's numbers."""
+        out = []
+        d = self.data["skewed"]
+        r = self.last("skewed").target
+        n = len(r.prefs)
+        out.append(f"In the training text, {d.a:,} of the {d.a + d.b:,} sentences with a target occupation say "
+                   f"{GROUP_A} ({d.share_a:.1%}; skew asked: {self.settings.skew:.0%}).")
+        if r.mass < 0.5:
+            out.append(f"After {self.last('skewed').step} steps the model gives the two group words only "
+                       f"{r.mass:.0%} of its probability in the probe slot: it has not learned the sentences well "
+                       "yet, so its preferences say little.")
+        out.append(f"On {n} held-out probes the model prefers {GROUP_A} in {round(r.share_a * n)} "
+                   f"({r.share_a:.0%}); its probability of {GROUP_A} between the two averages {r.p_a:.1%} "
+                   f"against the data's {d.share_a:.1%}: {_compare(r.p_a, d.share_a)}; mean log-odds "
+                   f"{r.mean_log_odds:+.2f} nats.")
+        if abs(d.share_a - 0.5) > MATCH:
+            fav, data_fav = (GROUP_A, d.share_a) if d.share_a > 0.5 else (GROUP_B, 1 - d.share_a)
+            pick = r.share_a if fav == GROUP_A else 1 - r.share_a
+            if pick > data_fav + MATCH:
+                out.append(f"As a decision (take the likelier word) the skew is amplified: {pick:.0%} of probes "
+                           f"pick {fav}, where {data_fav:.1%} of the data says it (Zhao et al. 2017).")
+        if "augmented" in self.records:
+            da, ra = self.data["augmented"], self.last("augmented").target
+            before, after = abs(r.p_a - 0.5), abs(ra.p_a - 0.5)
+            s = (f"With counterfactual augmentation the training text says {GROUP_A} in {da.share_a:.1%} of "
+                 f"target sentences; the retrained model's probability of {GROUP_A} averages {ra.p_a:.1%} "
+                 f"(prefers it on {ra.share_a:.0%} of probes; mean log-odds {ra.mean_log_odds:+.2f} nats). ")
+            if before <= MATCH:
+                s += "There was little skew to remove."
+            elif after < before:
+                s += (f"The distance from 50 % fell from {before * 100:.1f} to {after * 100:.1f} points: "
+                      f"{1 - after / before:.0%} of the model's skew removed"
+                      + ("." if after <= MATCH else f"; {after * 100:.1f} points remain."))
+            else:
+                s += (f"It did not help: the distance from 50 % went from {before * 100:.1f} to "
+                      f"{after * 100:.1f} points.")
+            out.append(s)
+        return out
+
+
+def _compare(model_share: float, data_share: float) -> str:
+    """How a model's share of A stands to the data's, in words."""
+    m, d = model_share - 0.5, data_share - 0.5
+    if abs(model_share - data_share) <= MATCH:
+        return "it matches the data"
+    if abs(d) <= MATCH:
+        return f"leaning to {GROUP_A if m > 0 else GROUP_B} where the data is balanced"
+    if m * d < 0 and abs(m) > MATCH:
+        return "skewed the other way from the data"
+    return "more skewed than the data (amplified)" if abs(m) > abs(d) else "less skewed than the data"
+
+
+class BiasJob(TurnsJob):
+    """Train the model on the skewed text and (with ``augment``) a second one on the augmented text, in
+    turns, probing both every ``RECORD_EVERY`` steps."""
+
+    title = "training on skewed and augmented text"
+
+    def __init__(self, settings: BiasSettings):
+        settings.check()
+        self.settings = settings
+        self.key = ("bias", settings)
+        self.corpora = {"skewed": corpus_for(settings)}
+        if settings.augment:
+            self.corpora["augmented"] = corpus_for(settings, augment=True)
+        vocab = max(c.vocab_size for c in self.corpora.values())
+        self.peak_bytes = len(self.corpora) * training_peak_bytes(settings.model_config(vocab),
+                                                                  settings.batch_size, settings.context)
+        self.data = {arm: count_skew(training_text(c)) for arm, c in self.corpora.items()}
+        self.trainers: dict[str, Trainer] = {}
+        self.records: dict[str, list[BiasRecord]] = {arm: [] for arm in self.corpora}
+        self._live: Optional[BiasRun] = None
+
+    def _record(self, arm: str, tr: Trainer) -> None:
+        tok = self.corpora[arm].tokenizer
+        self.records[arm].append(BiasRecord(tr.step, probe(tr.model, tok, TARGETS), probe(tr.model, tok, COUNTERS)))
+
+    def step(self, slice_s: float) -> bool:
+        t0 = time.perf_counter()
+        s = self.settings
+        if not self.trainers:
+            for arm, corpus in self.corpora.items():
+                model = build_model(s.model_config(corpus.vocab_size), s.seed)
+                self.trainers[arm] = Trainer(model, corpus, s.context, s.train_config())
+                self._record(arm, self.trainers[arm])
+        while time.perf_counter() - t0 < slice_s and not self.finished:
+            for arm, tr in self.trainers.items():
+                if not tr.done:
+                    tr.advance(RECORD_EVERY - tr.step % RECORD_EVERY)
+                    self._record(arm, tr)
+        self._live = BiasRun(s, dict(self.data), {a: list(r) for a, r in self.records.items()},
+                             min(tr.step for tr in self.trainers.values()), self.finished)
+        return self.finished
+
+    def model(self, arm: str) -> GPT:
+        return self.trainers[arm].model
+
+
+def run_bias(settings: BiasSettings) -> BiasRun:
+    """Train and probe to the end in this thread (tests, scripts)."""
+    job = BiasJob(settings)
+    while not job.step(60.0):
+        pass
+    return job.live()
+
+
+def main(argv=None) -> None:
+    """``python -m explorer.bias [skew ...]``: probe skew against data skew, with and without augmentation."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=main.__doc__)
+    p.add_argument("skews", nargs="*", type=float, default=[0.5, 0.7, 0.9])
+    p.add_argument("--steps", type=int, default=BiasSettings.steps)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sentences", type=int, default=BiasSettings.sentences)
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    print("skew  data_A  model_pA  prefer_A  logodds | aug_data_A  aug_pA  aug_prefer_A  aug_logodds")
+    for skew in args.skews:
+        run = run_bias(replace(BiasSettings(), skew=skew, steps=args.steps, seed=args.seed, sentences=args.sentences))
+        r, ra = run.last("skewed").target, run.last("augmented").target
+        print(f"{skew:4.2f}  {run.data['skewed'].share_a:6.3f}  {r.p_a:8.3f}  {r.share_a:8.2f}  "
+              f"{r.mean_log_odds:+7.2f} | {run.data['augmented'].share_a:10.3f}  {ra.p_a:6.3f}  "
+              f"{ra.share_a:12.2f}  {ra.mean_log_odds:+11.2f}")
+        for line in run.findings():
+            print("   ", line)
+
+
+if __name__ == "__main__":
+    main()
