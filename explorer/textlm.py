@@ -261,7 +261,9 @@ def findings(run: TrainedRun, corpus: Corpus) -> list[str]:
     best_step, best = min(losses, key=lambda t: t[1])
     if best_step < s1 and last > best + 0.02:
         out.append(f"The held-out loss was lowest at step {best_step} ({best:.2f}) and has risen since: the model "
-                   "is starting to memorise the training text rather than learn what carries over to new text.")
+                   "does worse on text it never trained on. If the train loss below kept falling, it is starting to "
+                   "memorise the training text (overfitting); if both rose, the steps are too large (lower the "
+                   "learning rate).")
     if run.history and s1 > s0:
         recent = [h[1] for h in run.history if h[0] > s1 - min(s1, 100)]
         train = float(np.mean(recent))
