@@ -13,6 +13,24 @@ def _seed():
     torch.manual_seed(0)
 
 
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test (the cores are shared: more threads only contend). A test file
+    takes it for every test with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def emma():
+    """The built-in corpus (read once per process)."""
+    from explorer.corpus import builtin
+
+    return builtin()
+
+
 @pytest.fixture(scope="session")
 def browser():
     """Debian's Chromium through Playwright, shared by every browser test."""

@@ -12,12 +12,7 @@ from explorer.bias import GROUP_A, GROUP_B, BiasError, BiasSettings
 TINY = BiasSettings(sentences=2000, n_layer=1, n_head=2, n_embd=32, context=32, batch_size=32, lr=1e-2, steps=300)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # the cores are shared: more threads only contend
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -16,12 +16,7 @@ from explorer.tasks import TASKS, sentence
 from explorer.train import TrainConfig, Trainer
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # the cores are shared: more threads only contend
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def test_dpo_loss_is_the_papers_formula_on_hand_computed_numbers():

@@ -11,12 +11,7 @@ from explorer.config import ModelConfig
 from explorer.model import build_model
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def test_prev_token_score_of_hand_made_patterns():

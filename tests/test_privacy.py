@@ -13,12 +13,7 @@ from explorer.corpus import Corpus
 from explorer.model import build_model
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # the cores are shared: more threads only contend
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def tiny(vocab=7, block=8, seed=0):

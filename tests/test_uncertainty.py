@@ -15,17 +15,8 @@ from explorer.tasks import TASKS
 TINY = dict(n_layer=1, n_head=2, n_embd=32, context=16, batch_size=16, lr=1e-2, steps=80, warmup=5, every=80)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # the cores are shared: more threads only contend
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
-
-@pytest.fixture(scope="module")
-def emma():
-    return texts.builtin()
 
 
 @pytest.fixture(scope="module")
