@@ -9,6 +9,7 @@ predicted from the last ``block_size`` tokens only (the window slides; positions
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 
@@ -22,6 +23,20 @@ class Generation:
     text: str  # what it wrote
     probs: list[float]  # probability the model gave each written character
     ids: list[int]  # prompt + written token ids
+
+
+def distribution(logits: torch.Tensor, temperature: float, top_k: Optional[int] = None) -> torch.Tensor:
+    """The distribution ``generate`` draws each token from: ``softmax(logits / T)``, cut to the
+    ``top_k`` most likely and renormalised; at ``temperature == 0`` (greedy) the model's own
+    ``softmax(logits)``. ``(V,) -> (V,)``."""
+    if temperature <= 0:
+        return torch.softmax(logits.float(), -1)
+    p = torch.softmax(logits.float() / temperature, -1)
+    if top_k:
+        kth = torch.topk(p, min(top_k, p.numel())).values[-1]
+        p = torch.where(p < kth, torch.zeros_like(p), p)
+        p = p / p.sum()
+    return p
 
 
 @torch.no_grad()
@@ -66,13 +81,8 @@ def generate(
             logits = model(idx[:, -context:]).logits[0, -1]
         else:
             logits = model(feed, cache=cache).logits[0, -1]
-        logits = logits.float().cpu()
-        p = torch.softmax(logits / max(temperature, 1e-8), dim=-1) if temperature > 0 else torch.softmax(logits, -1)
+        p = distribution(logits.cpu(), temperature, top_k)
         if temperature > 0:
-            if top_k is not None:
-                kth = torch.topk(p, min(top_k, p.numel())).values[-1]
-                p = torch.where(p < kth, torch.zeros_like(p), p)
-                p = p / p.sum()
             nxt = int(torch.multinomial(p, 1, generator=gen))
         else:
             nxt = int(p.argmax())

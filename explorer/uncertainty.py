@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from .corpus import Corpus
 from .figures import tokens_html
-from .generate import generate
+from .generate import distribution, generate
 from .model import GPT
 from .tasks import IGNORE, CharTokenizer, Task
 
@@ -42,20 +42,6 @@ class UncertaintyError(ValueError):
 def entropy(probs: torch.Tensor) -> torch.Tensor:
     """Shannon entropy in nats over the last dimension, ``0 ln 0 = 0``: ``(..., V) -> (...)``."""
     return torch.special.entr(probs.double()).sum(-1).to(probs.dtype)
-
-
-def distribution(logits: torch.Tensor, temperature: float, top_k: Optional[int] = None) -> torch.Tensor:
-    """The distribution ``explorer.generate`` draws from: ``softmax(logits / T)``, cut to the
-    ``top_k`` most likely and renormalised; at ``temperature == 0`` (greedy) the model's own
-    ``softmax(logits)``. ``(V,) -> (V,)``."""
-    if temperature <= 0:
-        return torch.softmax(logits.float(), -1)
-    p = torch.softmax(logits.float() / temperature, -1)
-    if top_k:
-        kth = torch.topk(p, min(top_k, p.numel())).values[-1]
-        p = torch.where(p < kth, torch.zeros_like(p), p)
-        p = p / p.sum()
-    return p
 
 
 @dataclass(frozen=True)
