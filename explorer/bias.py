@@ -396,5 +396,11 @@ def main(argv=None) -> None:
             print("   ", line)
 
 
+# ---------------------------------------------------------------------------------------------- the page
+def url_defaults() -> dict:
+    """The Safeguards page's controls of this tab (keys ``sg_bias_*``) at their defaults."""
+    return {}
+
+
 if __name__ == "__main__":
     main()

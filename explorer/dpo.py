@@ -472,3 +472,9 @@ class DPOJob(Job):
 
     def close(self) -> None:
         self.trainer = None
+
+
+# ---------------------------------------------------------------------------------------------- the page
+def url_defaults() -> dict:
+    """The Safeguards page's controls of this tab (keys ``sg_fb_*``) at their defaults."""
+    return {}

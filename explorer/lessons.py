@@ -149,3 +149,13 @@ _add(Lesson(
                 "that goes against the paper. Then switch **Positional encoding** to **rope** and compare again: a "
                 "learned position table has rows that the short early sequences do not reach, so they stay untrained until the length grows.",
 ))
+
+# ---- the Safeguards page: one lesson per tab (uncertainty, feedback, privacy, bias), each below its marker
+# safeguards lesson: uncertainty
+#
+# safeguards lesson: feedback
+#
+# safeguards lesson: privacy
+#
+# safeguards lesson: bias
+#

@@ -144,6 +144,12 @@ add(PageSpec(
     )))
 
 
+add(PageSpec(
+    "safeguards", "Safeguards", "pages/safeguards.py", ":material/shield:", "sg_", charts=0,
+    reserved=("sg_unc_done", "sg_fb_done", "sg_dp_done", "sg_bias_done"), order=80,
+    defaults="explorer.safeguards:url_defaults", shots=()))
+
+
 def reserved_params() -> set[str]:
     """URL parameters that are not widgets: the app's own and every page's."""
     return set(GLOBAL_PARAMS).union(*(p.reserved for p in PAGES.values()))

@@ -519,6 +519,12 @@ def default_comparison(seed: int = 0) -> Comparison:
     return compare(base, default_config(vocab), DPSettings(seed=seed), canary)
 
 
+# ---------------------------------------------------------------------------------------------- the page
+def url_defaults() -> dict:
+    """The Safeguards page's controls of this tab (keys ``sg_dp_*``) at their defaults."""
+    return {}
+
+
 if __name__ == "__main__":
     torch.set_num_threads(1)
     result = default_comparison()

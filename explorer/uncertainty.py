@@ -430,6 +430,12 @@ def _main(seconds: float = 75.0) -> None:
         print("-", line)
 
 
+# ---------------------------------------------------------------------------------------------- the page
+def url_defaults() -> dict:
+    """The Safeguards page's controls of this tab (keys ``sg_unc_*``) at their defaults."""
+    return {}
+
+
 if __name__ == "__main__":
     import sys
 
