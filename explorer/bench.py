@@ -9,6 +9,7 @@
     python -m explorer.bench incontext --json results.json [--threads 1 --seed 0 --fewshot-steps 1500]
     python -m explorer.bench charlm --json results.json [--corpus tinyshakespeare.txt --threads 1 --quick]
     python -m explorer.bench training --json results.json [--threads 1 --workers 2 --quick]
+    python -m explorer.bench safeguards --json results.json [--threads 1 --quick --only uncertainty bias]
 
 ``lab``: the Attention Lab's figures: how long ``reverse`` (length 16) takes to reach 99% token
 accuracy at the page's default settings, and (through ``scripts/bench_page.py``, which runs the
@@ -548,6 +549,39 @@ def _training(args) -> dict:
 
 BENCHES.add("training", Bench("training", "the Training page's comparisons: curriculum against fixed length, bf16 "
                                           "against fp32, data-parallel workers against one", _training_args, _training))
+
+
+# ---------------------------------------------------------------------------------------------- safeguards
+SAFEGUARDS = ("uncertainty", "feedback", "privacy", "bias")  # the Safeguards page's tabs, as bench sections
+
+
+def _safeguards_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_argument("--only", nargs="+", choices=SAFEGUARDS, default=list(SAFEGUARDS), help="these tabs only")
+    p.add_argument("--quick", action="store_true", help="tiny runs of each (for the tests)")
+
+
+def _safeguards(args) -> dict:
+    """The Safeguards page's figures, each from its module's ``bench_figures`` (real runs): ECE at
+    temperatures 0.5/1/2 and after temperature scaling; the scripted preference's win rate before and
+    after DPO and the KL at the end; canary exposure with and without DP, the ε and δ used, and both
+    runs' held-out loss; the probe's skew against the data's, with and without augmentation."""
+    from . import bias, dpo, privacy, uncertainty
+
+    modules = {"uncertainty": uncertainty, "feedback": dpo, "privacy": privacy, "bias": bias}
+    torch.set_num_threads(args.threads)
+    out = {"device": device_name(), "threads": args.threads, "quick": args.quick}
+    for name in args.only:
+        out[name] = modules[name].bench_figures(quick=args.quick)
+        print(f"== {name}")
+        for key, value in out[name].items():
+            print(f"  {key}: {value}")
+    return out
+
+
+BENCHES.add("safeguards", Bench("safeguards", "the Safeguards page's figures: calibration and temperature scaling, "
+                                              "DPO's win rate and KL, DP-SGD's ε and a canary's exposure, the bias "
+                                              "probe against the data", _safeguards_args, _safeguards))
 
 
 # ---------------------------------------------------------------------------------------------- main
