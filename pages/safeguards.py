@@ -158,13 +158,17 @@ def privacy_tab() -> None:
 def privacy_results(run) -> None:
     """The finished comparison: ε, exposures, held-out losses, the candidates' histograms, the findings."""
     c = run.comparison
-    m = st.columns(5)
+    m = st.columns(3)
     m[0].metric("ε (DP arm)", f"{c.dp.epsilon:.2f}", help=f"At δ = {c.dp.settings.delta:g}, for one training window.")
     m[1].metric("Exposure without DP", f"{c.plain_exposure.exposure:.2f} bits",
                 help=f"The most possible here: {c.plain_exposure.max_exposure:.2f} bits.")
     m[2].metric("Exposure with DP", f"{c.dp_exposure.exposure:.2f} bits")
-    m[3].metric("Held-out loss, DP / plain", f"{c.dp_held_out:.3f} / {c.plain_held_out:.3f}")
-    m[4].metric("Gradients clipped", f"{c.dp.clipped_share:.0%}", help=f"Per-example gradients longer than C.")
+    m = st.columns(4)
+    m[0].metric("δ", f"{c.dp.settings.delta:g}")
+    m[1].metric("Held-out loss without DP", f"{c.plain_held_out:.3f}", help="Nats per character.")
+    m[2].metric("Held-out loss with DP", f"{c.dp_held_out:.3f}", help="Nats per character.")
+    m[3].metric("Gradients clipped", f"{c.dp.clipped_share:.0%}",
+                help=f"Share of the DP arm's per-example gradients longer than C = {c.dp.settings.clip:g}.")
     cols = st.columns(2)
     for col, arm, e in zip(cols, privacy.ARMS, (c.dp_exposure, c.plain_exposure)):
         with col:
