@@ -147,7 +147,11 @@ add(PageSpec(
 add(PageSpec(
     "safeguards", "Safeguards", "pages/safeguards.py", ":material/shield:", "sg_", charts=0,
     reserved=("sg_unc_done", "sg_fb_done", "sg_dp_done", "sg_bias_done"), order=80,
-    defaults="explorer.safeguards:url_defaults", shots=()))
+    defaults="explorer.safeguards:url_defaults", shots=(
+        Shot("safeguards_privacy", "?sg_tab=Privacy&sg_dp_done=1&sg_dp_steps=200&sg_dp_batch=32", 4,
+             "Safeguards, Privacy: the accountant's ε against steps, held-out loss with and without DP-SGD, the "
+             "canary's exposure in each, and the output filter with its misses."),
+    )))
 
 
 def reserved_params() -> set[str]:

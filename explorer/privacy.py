@@ -30,11 +30,13 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+import html
 import math
 import random
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 import torch
@@ -45,6 +47,7 @@ from torch.func import functional_call, grad_and_value, vmap
 from . import accountant
 from .config import ModelConfig
 from .corpus import HELD_OUT, Corpus
+from .jobs import Job
 from .model import GPT, build_model
 
 
@@ -152,53 +155,90 @@ class DPRun:
     seconds: float
 
 
-def train_dp(corpus: Corpus, config: ModelConfig, settings: DPSettings) -> DPRun:
-    """Train a fresh model on ``corpus``'s training text by DP-SGD (or, ``private=False``, by the
-    same loop with neither clipping nor noise: the baseline)."""
-    settings.validate()
-    x_all, y_all = windows(corpus.train, config.block_size)  # (N, T) each
-    n = len(x_all)
-    q = settings.batch_size / n
-    if q >= 1:
-        raise PrivacyError(f"batch_size = {settings.batch_size} but the text holds only {n} windows: "
-                           "the sampling rate would be 1 or more")
-    model = build_model(config, settings.seed).train()
-    params = [p for p in model.parameters()]
-    opt = (torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
-           if settings.optimizer == "adamw" else torch.optim.SGD(params, lr=settings.lr))
-    gen_sample = torch.Generator().manual_seed(settings.seed + 1)
-    gen_noise = torch.Generator().manual_seed(settings.seed + 2)
-    names = [k for k, _ in model.named_parameters()]
-    losses, clipped, seen = [], 0, 0
-    t0 = time.perf_counter()
-    for _ in range(settings.steps):
-        idx = poisson_batch(n, q, gen_sample)
-        x, y = x_all[idx], y_all[idx]  # (b, T), b varies
+class DPTrainer:
+    """One arm of the comparison trained step by step (``advance``), so a scheduler job can train it
+    in slices: DP-SGD, or with ``private=False`` the same loop with neither clipping nor noise.
+    Its own generators draw the batches and the noise, so the steps taken in slices are the steps
+    ``train_dp`` takes in one go."""
+
+    def __init__(self, corpus: Corpus, config: ModelConfig, settings: DPSettings):
+        settings.validate()
+        self.settings = settings
+        self.x_all, self.y_all = windows(corpus.train, config.block_size)  # (N, T) each
+        self.n = len(self.x_all)
+        self.q = settings.batch_size / self.n
+        if self.q >= 1:
+            raise PrivacyError(f"batch_size = {settings.batch_size} but the text holds only {self.n} windows: "
+                               "the sampling rate would be 1 or more")
+        self.model = build_model(config, settings.seed).train()
+        self.params = [p for p in self.model.parameters()]
+        self.names = [k for k, _ in self.model.named_parameters()]
+        self.opt = (torch.optim.AdamW(self.params, lr=settings.lr, weight_decay=settings.weight_decay)
+                    if settings.optimizer == "adamw" else torch.optim.SGD(self.params, lr=settings.lr))
+        self.gen_sample = torch.Generator().manual_seed(settings.seed + 1)
+        self.gen_noise = torch.Generator().manual_seed(settings.seed + 2)
+        self.losses: list = []  # training loss per step with a non-empty draw (mean over the batch, before noise)
+        self.clipped, self.seen = 0, 0  # per-example gradients clipped, and seen
+        self.step = 0  # steps taken
+        self.seconds = 0.0  # time spent in steps
+
+    @property
+    def done(self) -> bool:
+        return self.step >= self.settings.steps
+
+    def advance(self, steps: int = 1) -> None:
+        """Take up to ``steps`` more steps (never past ``settings.steps``)."""
+        t0 = time.perf_counter()
+        self.model.train()
+        for _ in range(min(steps, self.settings.steps - self.step)):
+            self._one_step()
+            self.step += 1
+        self.seconds += time.perf_counter() - t0
+
+    def _one_step(self) -> None:
+        settings, model = self.settings, self.model
+        idx = poisson_batch(self.n, self.q, self.gen_sample)
+        x, y = self.x_all[idx], self.y_all[idx]  # (b, T), b varies
         if settings.private:
             if len(idx):
                 grads, per = per_example_grads_and_losses(model, x, y)  # (b, ...) each, (b,)
                 summed, norms = clip_and_sum(grads, settings.clip)
-                clipped += int((norms > settings.clip).sum())
-                seen += len(idx)
-                losses.append(float(per.mean()))
+                self.clipped += int((norms > settings.clip).sum())
+                self.seen += len(idx)
+                self.losses.append(float(per.mean()))
             else:  # an empty draw still releases noise: the step is accounted for
                 summed = {k: torch.zeros_like(p) for k, p in model.named_parameters()}
-            noisy = noisy_gradient(summed, settings, settings.batch_size, gen_noise)
-            for name, p in zip(names, params):
+            noisy = noisy_gradient(summed, settings, settings.batch_size, self.gen_noise)
+            for name, p in zip(self.names, self.params):
                 p.grad = noisy[name]
         else:
-            opt.zero_grad(set_to_none=True)
+            self.opt.zero_grad(set_to_none=True)
             if len(idx) == 0:
-                continue
+                return
             logits = model(x).logits  # (b, T, V)
             per = F.cross_entropy(logits.transpose(1, 2), y, reduction="none").mean(1)  # (b,)
             (per.sum() / settings.batch_size).backward()
-            losses.append(float(per.mean()))
-        opt.step()
-    model.eval()
-    eps = (accountant.epsilon(q, settings.noise_multiplier, settings.steps, settings.delta)
-           if settings.private else math.inf)
-    return DPRun(model, settings, n, q, eps, losses, clipped / seen if seen else 0.0, time.perf_counter() - t0)
+            self.losses.append(float(per.detach().mean()))
+        self.opt.step()
+
+    @property
+    def clipped_share(self) -> float:
+        return self.clipped / self.seen if self.seen else 0.0
+
+    def run(self) -> DPRun:
+        """The arm as trained so far (ε for the steps asked for: they are what the run releases)."""
+        s = self.settings
+        self.model.eval()
+        eps = accountant.epsilon(self.q, s.noise_multiplier, s.steps, s.delta) if s.private else math.inf
+        return DPRun(self.model, s, self.n, self.q, eps, list(self.losses), self.clipped_share, self.seconds)
+
+
+def train_dp(corpus: Corpus, config: ModelConfig, settings: DPSettings) -> DPRun:
+    """Train a fresh model on ``corpus``'s training text by DP-SGD (or, ``private=False``, by the
+    same loop with neither clipping nor noise: the baseline)."""
+    trainer = DPTrainer(corpus, config, settings)
+    trainer.advance(settings.steps)
+    return trainer.run()
 
 
 # ------------------------------------------------------------------------------------------- canaries
@@ -306,13 +346,19 @@ def rank_exposure(secret_score: float, other_scores: Sequence[float]) -> tuple[i
 def exposure(model: GPT, tokenizer, template: str, secret: str, candidates: Sequence[str]) -> Exposure:
     """The secret's exposure among ``candidates`` (the secret is added if absent): ``template``
     holds "{}" where the secret goes ("my PIN is {}"); only the text before it conditions."""
+    return exposure_and_scores(model, tokenizer, template, secret, candidates)[0]
+
+
+def exposure_and_scores(model: GPT, tokenizer, template: str, secret: str,
+                        candidates: Sequence[str]) -> tuple[Exposure, Tensor]:
+    """``exposure`` and every ranked candidate's log-perplexity ``(|R|,)``, the secret's first."""
     if template.count("{}") != 1:
         raise PrivacyError(f"template {template!r}: it needs exactly one {{}} where the secret goes")
     prefix = template.split("{}")[0]
     others = [c for c in candidates if c != secret]
     scores = log_perplexities(model, tokenizer, prefix, [secret] + others)
     rank, size, exp = rank_exposure(float(scores[0]), scores[1:].tolist())
-    return Exposure(exp, rank, size, float(scores[0]), float(scores.median()))
+    return Exposure(exp, rank, size, float(scores[0]), float(scores.median())), scores
 
 
 # ------------------------------------------------------------------------------------------- output filter
@@ -442,10 +488,15 @@ def compare(base_text: str, config: ModelConfig, dp: DPSettings, canary: CanaryS
         run = train_dp(corpus, config, s)
         runs.append(run)
         exps.append(exposure(run.model, corpus.tokenizer, canary.template, canary.secret, cands))
-        held.append(corpus.held_out_loss(run.model, config.block_size))
+        held.append(held_out(corpus, run.model))
     hits = len(secret_windows(corpus, canary.secret, config.block_size))
     return Comparison(runs[0], runs[1], exps[0], exps[1], held[0], held[1], corpus.uniform_loss(), canary, hits,
                       alphabet)
+
+
+def held_out(corpus: Corpus, model: GPT) -> float:
+    """The held-out loss every arm is measured by (nats per character; the same fixed windows)."""
+    return corpus.held_out_loss(model, model.config.block_size)
 
 
 def secret_windows(corpus: Corpus, secret: str, length: int) -> list[int]:
@@ -519,10 +570,323 @@ def default_comparison(seed: int = 0) -> Comparison:
     return compare(base, default_config(vocab), DPSettings(seed=seed), canary)
 
 
-# ---------------------------------------------------------------------------------------------- the page
+# ---------------------------------------------------------------------------------------------- the page's run
+ARMS = ("with DP", "without DP")  # the two arms, in the order they are trained and drawn
+
+
+@dataclass(frozen=True)
+class PrivacySettings:
+    """The Safeguards page's privacy run: both arms, the canary, and how often the curve is measured.
+    The model is ``default_config``'s, the text the built-in novel's first ``canary.chars`` characters."""
+    dp: DPSettings = DPSettings()  # how both arms train (``private`` is set per arm)
+    canary: CanarySettings = CanarySettings()  # the inserted secret
+    measurements: int = 8  # held-out loss measurements of each arm over its steps (one more before training)
+
+    @property
+    def every(self) -> int:
+        """Steps between held-out loss measurements."""
+        return max(1, math.ceil(self.dp.steps / self.measurements))
+
+
+@dataclass(frozen=True, eq=False)
+class Setup:
+    """What a run reads, made from the canary settings alone (shared read-only)."""
+    corpus: Corpus  # the built-in novel, cut, with the canary inserted
+    config: ModelConfig  # the model of both arms
+    alphabet: str  # the digits the candidates are made of
+    candidates: tuple  # every candidate secret ranked (or the sample)
+    windows_with_canary: int  # training windows holding a character of a copy of the secret
+
+    @property
+    def examples(self) -> int:
+        return (len(self.corpus.train) - 1) // self.config.block_size
+
+
+@functools.lru_cache(maxsize=8)
+def setup(canary: CanarySettings) -> Setup:
+    """The canaried text, the model, the candidates (built once per canary settings)."""
+    from .corpus import builtin
+
+    corpus = canaried_corpus(builtin().text, canary)
+    config = default_config(corpus.vocab_size)
+    alphabet = candidate_alphabet(corpus)
+    cands = tuple(digit_secrets(len(canary.secret.split()), canary.candidates, canary.seed, alphabet))
+    hits = len(secret_windows(corpus, canary.secret, config.block_size))
+    return Setup(corpus, config, alphabet, cands, hits)
+
+
+def problem(settings: PrivacySettings) -> Optional[str]:
+    """Why these settings cannot run, in a sentence, or None."""
+    try:
+        settings.dp.validate()
+        if not (isinstance(settings.canary.times, int) and settings.canary.times >= 0):
+            raise PrivacyError(f"canary insertions = {settings.canary.times!r}: a whole number, 0 or more")
+        n = setup(settings.canary).examples
+    except (PrivacyError, accountant.AccountantError) as e:
+        return str(e)
+    if settings.dp.batch_size >= n:
+        return (f"expected batch = {settings.dp.batch_size} but the text holds only {n:,} windows: the sampling "
+                f"rate q = batch / windows would be 1 or more (choose a batch below {n:,})")
+    return None
+
+
+def delta_warning(settings: PrivacySettings) -> Optional[str]:
+    """A sentence when δ is too large to mean anything for this text, else None."""
+    n = setup(settings.canary).examples
+    if settings.dp.delta >= 1 / n:
+        return (f"δ = {settings.dp.delta:g} is not below 1 / {n:,} windows = {1 / n:.2g}: a mechanism that publishes "
+                f"one whole training window chosen at random already meets ε = 0 with δ = 1/{n:,}, so a δ this "
+                "large allows leaking a window outright. Choose a δ well below 1 / windows.")
+    return None
+
+
+def sampling_rate(settings: PrivacySettings) -> float:
+    """q = expected batch / training windows."""
+    return settings.dp.batch_size / setup(settings.canary).examples
+
+
+def epsilon_now(settings: PrivacySettings) -> float:
+    """ε of the DP arm for these settings: computed before any training (it depends on σ, q, steps and δ
+    alone, never on the data)."""
+    s = settings.dp
+    return accountant.epsilon(sampling_rate(settings), s.noise_multiplier, s.steps, s.delta)
+
+
+EPS_STEPS = (1, 2, 5, 10, 20, 50, 100, 200, 300, 400, 600, 800, 1200, 1600, 2400, 3200)  # the ε chart's step counts
+
+
+@functools.lru_cache(maxsize=64)
+def epsilon_series(q: float, sigma: float, delta: float, steps: int) -> dict:
+    """ε against steps for σ/2, σ and 2σ at sampling rate ``q`` (RDP scales with steps: one RDP per
+    order, then a conversion per step count), ``{name: (steps, ε)}``; the chosen steps included."""
+    xs = sorted(set(EPS_STEPS) | {steps})
+    out = {}
+    for name, sig in ((f"σ = {sigma / 2:g}", sigma / 2), (f"σ = {sigma:g} (chosen)", sigma), (f"σ = {2 * sigma:g}", 2 * sigma)):
+        one = accountant.compute_rdp(q, sig, 1)
+        out[name] = (xs, [round(accountant.rdp_to_epsilon(accountant.ORDERS, [r * t for r in one], delta)[0], 4)
+                          for t in xs])
+    return out
+
+
+@dataclass
+class PrivacyRun:
+    """The run as far as it got (published after every slice; read-only)."""
+    settings: PrivacySettings
+    step: int  # steps both arms have taken (the slower's)
+    curves: dict  # arm -> [(step, held-out loss)], step 0 included
+    seconds: dict  # arm -> its own training seconds
+    clipped_share: float  # of the DP arm's per-example gradients so far
+    examples: int  # N: training windows
+    epsilon: float  # of the DP arm, for all its steps
+    finished: bool = False  # trained and measured
+    comparison: Optional[Comparison] = None  # when finished: the numbers ``compare`` gives
+    scores: dict = field(default_factory=dict)  # when finished: arm -> every candidate's log-perplexity, the secret's first
+
+    def series(self) -> dict:
+        """Held-out loss against steps, ``{arm: (steps, losses)}``."""
+        return {arm: ([s for s, _ in c], [round(v, 4) for _, v in c]) for arm, c in self.curves.items()}
+
+    def findings(self) -> list[str]:
+        return findings(self.comparison) if self.comparison is not None else []
+
+
+class PrivacyJob(Job):
+    """Train the DP arm and the plain arm in turns, one step at a time (the arm behind goes next), the
+    held-out loss measured every ``settings.every`` steps; then measure each arm's exposure and held-out
+    loss, one arm a slice. The finished run holds the ``Comparison`` that ``compare`` gives for the same
+    settings on the same text."""
+
+    title = "training with and without DP"
+
+    def __init__(self, settings: PrivacySettings):
+        why = problem(settings)
+        if why:
+            raise PrivacyError(why)
+        self.settings = settings
+        self.key = ("privacy", settings)
+        self.setup = setup(settings.canary)
+        self.peak_bytes = peak_bytes(self.setup.config, settings.dp.batch_size)
+        self.trainers: dict[str, DPTrainer] = {}
+        self.curves: dict[str, list] = {arm: [] for arm in ARMS}
+        self._measured: dict[str, tuple] = {}  # arm -> (Exposure, held-out loss, scores)
+        self._live: Optional[PrivacyRun] = None
+
+    def step(self, slice_s: float) -> bool:
+        t0 = time.perf_counter()
+        st, corpus = self.settings, self.setup.corpus
+        if not self.trainers:
+            for arm in ARMS:
+                tr = DPTrainer(corpus, self.setup.config, dataclasses.replace(st.dp, private=arm == ARMS[0]))
+                self.trainers[arm] = tr
+                self.curves[arm].append((0, held_out(corpus, tr.model)))
+        trained = lambda: all(tr.done for tr in self.trainers.values())  # noqa: E731
+        while not trained() and time.perf_counter() - t0 < slice_s:
+            arm = min(ARMS, key=lambda a: self.trainers[a].step)  # the arm behind (DP first on a tie)
+            tr = self.trainers[arm]
+            tr.advance(1)
+            if tr.step % st.every == 0 or tr.done:
+                self.curves[arm].append((tr.step, held_out(corpus, tr.model)))
+        if trained():
+            arm = next((a for a in ARMS if a not in self._measured), None)
+            if arm is not None:  # one arm's exposure a slice
+                model = self.trainers[arm].model.eval()
+                e, scores = exposure_and_scores(model, corpus.tokenizer, st.canary.template, st.canary.secret,
+                                                self.setup.candidates)
+                self._measured[arm] = (e, self.curves[arm][-1][1], scores)  # the curve ends at the last step
+        finished = len(self._measured) == len(ARMS)
+        self._live = self._publish(finished)
+        return finished
+
+    def _publish(self, finished: bool) -> PrivacyRun:
+        dp = self.trainers[ARMS[0]]
+        run = PrivacyRun(self.settings, min(tr.step for tr in self.trainers.values()),
+                         {a: list(c) for a, c in self.curves.items()},
+                         {a: tr.seconds for a, tr in self.trainers.items()}, dp.clipped_share, dp.n,
+                         accountant.epsilon(dp.q, self.settings.dp.noise_multiplier, self.settings.dp.steps,
+                                            self.settings.dp.delta), finished)
+        if finished:
+            (de, dh, ds), (pe, ph, ps) = self._measured[ARMS[0]], self._measured[ARMS[1]]
+            run.comparison = Comparison(self.trainers[ARMS[0]].run(), self.trainers[ARMS[1]].run(), de, pe, dh, ph,
+                                        self.setup.corpus.uniform_loss(), self.settings.canary,
+                                        self.setup.windows_with_canary, self.setup.alphabet)
+            run.scores = {ARMS[0]: ds.tolist(), ARMS[1]: ps.tolist()}
+        return run
+
+    def live(self) -> Optional[PrivacyRun]:
+        return self._live
+
+    def result(self) -> Optional[PrivacyRun]:
+        return self._live
+
+    def progress(self) -> tuple[float, str]:
+        run = self._live
+        if run is None:
+            return 0.0, "starting"
+        if run.step >= self.settings.dp.steps and not run.finished:
+            return 1.0, "measuring the canary's exposure"
+        return run.step / self.settings.dp.steps, f"step {run.step} of {self.settings.dp.steps} (each arm)"
+
+    def close(self) -> None:
+        for tr in self.trainers.values():
+            tr.opt = None  # the optimiser state goes; the published run keeps the models
+
+
+def peak_bytes(config: ModelConfig, batch_size: int) -> float:
+    """Predicted peak memory of a run: both arms' training (``training_peak_bytes``), and the DP arm's
+    per-example gradients (a Poisson draw of up to twice the expected batch, each gradient held three
+    times: as computed, clipped, and summed over)."""
+    from .runs import training_peak_bytes
+
+    params = sum(p.numel() for p in build_model(config, 0).parameters())
+    b = 2 * batch_size
+    return 2 * training_peak_bytes(config, b, config.block_size) + 3 * 4 * params * b
+
+
+def run_to_end(settings: PrivacySettings) -> PrivacyRun:
+    """The job run here, to the end (for scripts, tests and the bench)."""
+    job = PrivacyJob(settings)
+    while not job.step(1.0):
+        pass
+    return job.result()
+
+
+# ---------------------------------------------------------------------------------------------- figures
+def exposure_figure(scores: Sequence[float], title: str, exp: Exposure, height: int = 320) -> dict:
+    """A histogram of the candidates' log-perplexities (nats) with the inserted secret's marked: the
+    further left of the pile it stands, the more the model has memorised it."""
+    finite = [round(float(v), 3) for v in scores if math.isfinite(v)]
+    secret = finite[0] if finite and math.isfinite(scores[0]) else None
+    shapes, notes = [], []
+    if secret is not None:
+        shapes.append({"type": "line", "x0": secret, "x1": secret, "yref": "paper", "y0": 0, "y1": 1,
+                       "line": {"color": "#D55E00", "width": 3}})
+        notes.append({"x": secret, "y": 1, "yref": "paper", "yanchor": "bottom", "showarrow": False,
+                      "text": f"the secret: rank {exp.rank:,} of {exp.candidates:,}", "font": {"color": "#D55E00"}})
+    return {"data": [{"type": "histogram", "x": finite, "nbinsx": 60, "marker": {"color": "#0072B2"},
+                      "name": "candidates", "hovertemplate": "%{x}: %{y} candidates<extra></extra>"}],
+            "layout": {"title": {"text": html.escape(title)}, "height": height, "showlegend": False,
+                       "margin": {"l": 60, "r": 10, "t": 60, "b": 45}, "shapes": shapes, "annotations": notes,
+                       "xaxis": {"title": {"text": "log-perplexity of a candidate (nats; left = likelier)"}},
+                       "yaxis": {"title": {"text": "candidates"}}}}
+
+
+# ---------------------------------------------------------------------------------------------- the filter on the page
+FILTER_MAX_CHARS = 4000  # the longest text the page's filter box takes
+FILTER_EXAMPLE = "Write to jane.fairfax@example.com or call 020 7946 0958. My PIN is four eight one five two."
+
+
+def filter_problem(text: str) -> Optional[str]:
+    """Why the filter box's text is not filtered, or None."""
+    if not text.strip():
+        return "the box is empty: type or paste some text to filter"
+    if len(text) > FILTER_MAX_CHARS:
+        return f"the text has {len(text):,} characters; the filter here reads at most {FILTER_MAX_CHARS:,}"
+    return None
+
+
+def span_rows(text: str, spans) -> dict:
+    """The spans ``redact`` found, as table columns."""
+    return {"kind": [k for _, _, k in spans], "characters": [f"{a}–{b}" for a, b, _ in spans],
+            "text hidden": [text[a:b] for a, b, _ in spans]}
+
+
+def miss_rows() -> dict:
+    """``known_misses()`` as table columns."""
+    cases = known_misses()
+    return {"text": [c.text for c in cases], "should hide": [c.private for c in cases],
+            "filter output": [c.output for c in cases], "left visible": [c.leaked for c in cases]}
+
+
+def over_rows() -> dict:
+    """``over_redactions()`` as table columns."""
+    cases = over_redactions()
+    return {"harmless text": [t for t, _ in cases], "filter output": [o for _, o in cases]}
+
+
+# ---------------------------------------------------------------------------------------------- URL controls
+STEP_CHOICES = (10, 25, 50, 100, 200, 400, 800)  # steps of each arm
+BATCH_CHOICES = (8, 16, 32, 64, 128, 256, 512, 1024, 2048)  # expected examples per step (some above the windows)
+DELTA_CHOICES = (1e-3, 1e-4, 1e-5, 1e-6, 1e-7)  # δ of the guarantee
+TIMES_CHOICES = (0, 1, 2, 4, 8, 16, 32)  # canary insertions
+SIGMA_RANGE = (0.0, 20.0)  # noise multiplier (0 is offered: it gets a message)
+CLIP_RANGE = (0.0, 10.0)  # clip norm (0 is offered: it gets a message)
+
+
+def settings_from(values: dict) -> PrivacySettings:
+    """The run of the page's control ``values`` (URL key -> value)."""
+    d, c = DPSettings(), CanarySettings()
+    dp = dataclasses.replace(d, noise_multiplier=float(values["sg_dp_sigma"]), clip=float(values["sg_dp_clip"]),
+                             steps=int(values["sg_dp_steps"]), batch_size=int(values["sg_dp_batch"]),
+                             delta=float(values["sg_dp_delta"]), seed=int(values["sg_dp_seed"]))
+    canary = dataclasses.replace(c, times=int(values["sg_dp_times"]), seed=int(values["sg_dp_seed"]))
+    return PrivacySettings(dp, canary)
+
+
 def url_defaults() -> dict:
     """The Safeguards page's controls of this tab (keys ``sg_dp_*``) at their defaults."""
-    return {}
+    d, c = DPSettings(), CanarySettings()
+    return {"sg_dp_sigma": d.noise_multiplier, "sg_dp_clip": d.clip, "sg_dp_steps": d.steps,
+            "sg_dp_batch": d.batch_size, "sg_dp_delta": d.delta, "sg_dp_times": c.times, "sg_dp_seed": d.seed,
+            "sg_dp_text": FILTER_EXAMPLE}
+
+
+# ---------------------------------------------------------------------------------------------- the bench
+def bench_figures(quick: bool = False) -> dict:
+    """The issue's privacy figures from a real run: ε, δ, σ, steps, the canary's exposure and the
+    held-out loss with and without DP (``quick``: 20 steps, a few seconds)."""
+    settings = (PrivacySettings(dataclasses.replace(DPSettings(), steps=20, batch_size=16), measurements=4) if quick
+                else PrivacySettings())
+    run = run_to_end(settings)
+    c = run.comparison
+    return {"epsilon": round(c.dp.epsilon, 4), "delta": c.dp.settings.delta, "sigma": c.dp.settings.noise_multiplier,
+            "clip": c.dp.settings.clip, "steps": c.dp.settings.steps, "batch_size": c.dp.settings.batch_size,
+            "sampling_rate": round(c.dp.q, 6), "canary_insertions": c.canary.times,
+            "exposure_dp_bits": round(c.dp_exposure.exposure, 4),
+            "exposure_plain_bits": round(c.plain_exposure.exposure, 4),
+            "exposure_max_bits": round(c.plain_exposure.max_exposure, 4),
+            "held_out_loss_dp": round(c.dp_held_out, 4), "held_out_loss_plain": round(c.plain_held_out, 4),
+            "clipped_share": round(c.dp.clipped_share, 4), "dp_seconds": round(c.dp.seconds, 2),
+            "plain_seconds": round(c.plain.seconds, 2)}
 
 
 if __name__ == "__main__":
