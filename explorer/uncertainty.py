@@ -20,6 +20,7 @@ fresh examples (answer positions only), drawn from different seeds.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass, replace
 from typing import Optional, Sequence, Union
 
@@ -518,23 +519,25 @@ def measure(model: GPT, corpus: Corpus, settings: CalibrationSettings, steps: in
                     float(held_out_loss), settings.bins)
 
 
-def measure_untrained(corpus: Corpus) -> Measured:
-    """The tab's model before training (seeded weights), measured on ``UNTRAINED_WINDOWS`` windows."""
-    settings = model_settings(corpus, DEFAULTS["sg_unc_steps"])
-    model = untrained_model(corpus)
-    return measure(model, corpus, CalibrationSettings(windows=UNTRAINED_WINDOWS), 0,
-                   corpus.held_out_loss(model, settings.context, settings.eval_batches, settings.batch_size))
+_UNTRAINED: dict = {}  # corpus digest -> (model, Measured): computed once per process, read-only
+_UNTRAINED_LOCK = threading.Lock()
 
 
-def untrained_model(corpus: Corpus) -> GPT:
-    """The tab's model before any step (its weights do not depend on the number of steps)."""
-    from .model import build_model
+def untrained(corpus: Corpus) -> tuple[GPT, Measured]:
+    """The tab's model before any step (seeded weights; they do not depend on the number of steps) and
+    its calibration on ``UNTRAINED_WINDOWS`` windows per split: computed once per server process and
+    shared read-only (what the tab shows on first open). Its held-out loss is not measured (nan)."""
+    with _UNTRAINED_LOCK:
+        if corpus.digest not in _UNTRAINED:
+            from .model import build_model
 
-    settings = model_settings(corpus, DEFAULTS["sg_unc_steps"])
-    model = build_model(settings.model_config(corpus.vocab_size), settings.seed).eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model
+            settings = model_settings(corpus, DEFAULTS["sg_unc_steps"])
+            model = build_model(settings.model_config(corpus.vocab_size), settings.seed).eval()
+            for p in model.parameters():
+                p.requires_grad_(False)
+            _UNTRAINED[corpus.digest] = (model, measure(model, corpus, CalibrationSettings(windows=UNTRAINED_WINDOWS),
+                                                        0, float("nan")))
+        return _UNTRAINED[corpus.digest]
 
 
 class CalibrationJob(FunctionJob):

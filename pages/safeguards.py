@@ -18,13 +18,6 @@ from explorer import corpus as unc_texts, figures as unc_figures, textlm as unc_
 UNC = uncertainty.DEFAULTS
 
 
-@st.cache_resource(max_entries=2)
-def uncertainty_untrained(_corpus, digest: str) -> tuple:
-    """The tab's model before training and its calibration: seeded, read-only, measured once per
-    server on a few windows (what the tab shows on first open)."""
-    return uncertainty.untrained_model(_corpus), uncertainty.measure_untrained(_corpus)
-
-
 def uncertainty_controls(disabled: bool = False) -> dict:
     """This tab's controls (drawn even while another tab is open: a link's values are kept)."""
     c1, c2 = st.columns(2)
@@ -125,7 +118,7 @@ def uncertainty_tab() -> None:
     else:
         status_slot.markdown("Not trained yet: the views below show the **untrained** model (random weights, measured "
                              f"on {uncertainty.UNTRAINED_WINDOWS} windows per split). Press **Train and calibrate**.")
-    untrained_model, untrained = uncertainty_untrained(corpus, corpus.digest)
+    untrained_model, untrained = uncertainty.untrained(corpus)
     if measured is not None and not busy and run is not None:
         model, model_key, shown, who = run.model, settings, measured, f"after {settings.steps} steps"
     else:
