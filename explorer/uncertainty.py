@@ -352,6 +352,7 @@ def report(cal: Split, test: Split, settings: CalibrationSettings = CalibrationS
 BARELY = 0.005  # an ECE change smaller than this (absolute) is reported as barely moving
 CLOSE = 0.01  # |mean confidence - accuracy| below this is reported as close to calibrated
 NEAR_ONE = 0.05  # a fitted T within 5 % of 1 (|ln T| below this) is reported as about 1
+CALIBRATED = 0.02  # an ECE below this at T = 1 is reported as already calibrated
 
 
 def findings(r: CalibrationReport) -> list[str]:
@@ -386,6 +387,9 @@ def findings(r: CalibrationReport) -> list[str]:
     d = fit.ece - r.before.ece
     if abs(d) < BARELY:
         move = f"barely moves ECE on the separate test split ({r.before.ece:.3f} → {fit.ece:.3f})"
+        if r.before.ece < CALIBRATED:
+            move += (": the model is already calibrated at this scale, so temperature scaling has next to nothing "
+                     "to fix")
     elif d < 0:
         move = f"lowers ECE on the separate test split from {r.before.ece:.3f} to {fit.ece:.3f}"
     else:
@@ -481,6 +485,7 @@ class Measured:
     steps: int  # training steps of the model measured
     held_out_loss: float  # its held-out loss (nats per character) as the training run measured it
     bins: int  # reliability bins
+    model: Optional[GPT] = None  # the model measured (read-only): what the page writes with
 
     def reliability(self, temperature: float) -> Reliability:
         """The test split's reliability diagram with the logits divided by ``temperature``."""
@@ -516,17 +521,17 @@ def measure(model: GPT, corpus: Corpus, settings: CalibrationSettings, steps: in
         nlls.append(nll(test.logits, test.targets, t))
     h = entropy(torch.softmax(test.logits.double(), -1)).numpy()
     return Measured(r, test, h, 1.0 - right.astype(np.float64), GRID, tuple(eces), tuple(nlls), steps,
-                    float(held_out_loss), settings.bins)
+                    float(held_out_loss), settings.bins, model)
 
 
-_UNTRAINED: dict = {}  # corpus digest -> (model, Measured): computed once per process, read-only
+_UNTRAINED: dict = {}  # corpus digest -> Measured: computed once per process, read-only
 _UNTRAINED_LOCK = threading.Lock()
 
 
-def untrained(corpus: Corpus) -> tuple[GPT, Measured]:
-    """The tab's model before any step (seeded weights; they do not depend on the number of steps) and
-    its calibration on ``UNTRAINED_WINDOWS`` windows per split: computed once per server process and
-    shared read-only (what the tab shows on first open). Its held-out loss is not measured (nan)."""
+def untrained(corpus: Corpus) -> Measured:
+    """The tab's model before any step (seeded weights; they do not depend on the number of steps),
+    measured on ``UNTRAINED_WINDOWS`` windows per split: computed once per server process and shared
+    read-only (what the tab shows on first open). Its held-out loss is not measured (nan)."""
     with _UNTRAINED_LOCK:
         if corpus.digest not in _UNTRAINED:
             from .model import build_model
@@ -535,8 +540,8 @@ def untrained(corpus: Corpus) -> tuple[GPT, Measured]:
             model = build_model(settings.model_config(corpus.vocab_size), settings.seed).eval()
             for p in model.parameters():
                 p.requires_grad_(False)
-            _UNTRAINED[corpus.digest] = (model, measure(model, corpus, CalibrationSettings(windows=UNTRAINED_WINDOWS),
-                                                        0, float("nan")))
+            _UNTRAINED[corpus.digest] = measure(model, corpus, CalibrationSettings(windows=UNTRAINED_WINDOWS), 0,
+                                                float("nan"))
         return _UNTRAINED[corpus.digest]
 
 

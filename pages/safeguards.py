@@ -118,11 +118,11 @@ def uncertainty_tab() -> None:
     else:
         status_slot.markdown("Not trained yet: the views below show the **untrained** model (random weights, measured "
                              f"on {uncertainty.UNTRAINED_WINDOWS} windows per split). Press **Train and calibrate**.")
-    untrained_model, untrained = uncertainty.untrained(corpus)
-    if measured is not None and not busy and run is not None:
-        model, model_key, shown, who = run.model, settings, measured, f"after {settings.steps} steps"
+    if measured is not None and not busy:
+        shown, model_key, who = measured, settings, f"after {settings.steps} steps"
     else:
-        model, model_key, shown, who = untrained_model, "untrained", untrained, "untrained"
+        shown, model_key, who = uncertainty.untrained(corpus), "untrained", "untrained"
+    model = shown.model
     uncertainty_text(model, model_key, corpus, values, who)
     uncertainty_calibration(shown, (model_key, windows), values, who)
     uncertainty_definitions()
@@ -165,7 +165,7 @@ def uncertainty_calibration(m, m_key, values: dict, who: str) -> None:
                                    "temperature fitted on the calibration split marked.", slot=c2)
     st.caption(f"{r.n_cal:,} calibration and {r.n_test:,} test predictions: the first and second halves of Emma's "
                "held-out last tenth, which training never reads. The fit minimises the NLL on the calibration half; "
-               "every number here is on the test half.")
+               "the diagram, the curves and the table are measured on the test half.")
     st.markdown("**Temperature scaling, before and after** (T = 1 is the model's own probabilities)")
     st.table(m.table())
     report = m.at_threshold(float(values["threshold"]))

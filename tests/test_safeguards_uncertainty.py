@@ -65,11 +65,11 @@ def test_first_open_shows_the_untrained_model_shaded_and_calibrated(emma):
     assert len(plotly_specs(at)) == 2
     assert any("Not trained yet" in m.value for m in at.markdown)
     assert "sg_unc_train" not in s  # nothing heavy started
-    model, m = unc.untrained(emma)  # what the page drew (computed once per process)
+    m = unc.untrained(emma)  # what the page drew (computed once per process)
     check_views(at, m)
     assert m.report.n_test == unc.UNTRAINED_WINDOWS * 64
     assert abs(m.report.confidence - 1 / emma.vocab_size) < 0.02  # it knows nothing, and says so
-    infos = unc.write(model, emma, "Emma", 50, 1.0, 1.5)
+    infos = unc.write(m.model, emma, "Emma", 50, 1.0, 1.5)
     assert at.get("html")[0].proto.body == unc.uncertainty_html(infos, "entropy")
     assert unc.flag_summary(infos, 1.5, emma.vocab_size) in texts(at.markdown)
     assert any("700 steps is that page's default" not in c and "Training page's run at 250 steps" in c
@@ -185,3 +185,13 @@ def test_bench_figures_quick():
     assert f["steps"] == 10 and f["test_predictions"] == 32 * 64
     assert 0 < f["accuracy"] < 1 and 0.05 <= f["fitted_t"] <= 20
     assert f["ece_t1"] >= 0 and f["nll_fitted"] <= f["nll_t1"] + 0.05
+
+
+def test_findings_say_when_the_model_is_already_calibrated():
+    from test_uncertainty import synthetic
+
+    calibrated = unc.report(synthetic(1.0, seed=2), synthetic(1.0, seed=3))
+    assert calibrated.before.ece < unc.CALIBRATED and abs(calibrated.fitted_row.ece - calibrated.before.ece) < unc.BARELY
+    assert any("barely moves ECE" in f and "already calibrated at this scale" in f for f in unc.findings(calibrated))
+    over = unc.report(synthetic(3.0, seed=0), synthetic(3.0, seed=1))
+    assert not any("already calibrated" in f for f in unc.findings(over))
