@@ -211,7 +211,8 @@ def tokens_html(tokens: Sequence[str], probs: Sequence[float], expected: str | N
         shown = token_label(ch)
         spans.append(f'<span class="tok" title="{title}" style="{style} padding: 2px 3px; '
                      f'margin: 1px; border-radius: 3px; font-family: monospace; font-size: 1.3em;">{shown}</span>')
-    return '<div class="generated" style="line-height: 2.2;">' + "".join(spans) + "</div>"
+    return ('<div class="generated" style="line-height: 2.2; word-break: break-all;">'  # long texts wrap anywhere
+            + "".join(spans) + "</div>")
 
 
 OKABE_ITO = ["#E69F00", "#56B4E9", "#009E73", "#0072B2", "#D55E00", "#CC79A7", "#000000"]  # colour-blind safe

@@ -87,7 +87,7 @@ def uncertainty_tab() -> None:
     busy = t_status in ("queued", "running") or c_status in ("queued", "running")
     status_slot = ui.job_buttons("sg_unc_train", uncertainty_start, (settings, corpus), busy, ("sg_unc_go", "sg_unc_stop"),
                                  "Train the model on this server, then measure its calibration (the same settings "
-                                 "train once, for everyone).", label="▶ Train and calibrate")
+                                 "train once, for everyone).")
     ui.mark_finished("sg_unc_done", c_status == "done")
     for h, what in ((handle, "training"), (c_handle, "calibration")):
         if h is not None and h.status in ("failed", "refused"):
@@ -117,15 +117,19 @@ def uncertainty_tab() -> None:
                              "The views below show the untrained model.")
     else:
         status_slot.markdown("Not trained yet: the views below show the **untrained** model (random weights, measured "
-                             f"on {uncertainty.UNTRAINED_WINDOWS} windows per split). Press **Train and calibrate**.")
+                             f"on {uncertainty.UNTRAINED_WINDOWS} windows per split). Press **Train**: it trains, then calibrates.")
     if measured is not None and not busy:
         shown, model_key, who = measured, settings, f"after {settings.steps} steps"
     else:
-        shown, model_key, who = uncertainty.untrained(corpus), "untrained", "untrained"
+        shown, model_key, who = uncertainty.untrained(corpus), "untrained", "untrained"  # who: the charts' titles
     model = shown.model
     uncertainty_text(model, model_key, corpus, values, who)
     uncertainty_calibration(shown, (model_key, windows), values, who)
     uncertainty_definitions()
+
+
+def uncertainty_name(who: str) -> str:
+    return "the untrained model" if who == "untrained" else f"the model {who}"
 
 
 def uncertainty_text(model, model_key, corpus, values: dict, who: str) -> None:
@@ -142,7 +146,7 @@ def uncertainty_text(model, model_key, corpus, values: dict, who: str) -> None:
     infos = uncertainty.flagged_at(infos, threshold)
     st.html(uncertainty.uncertainty_html(infos, values["by"]))
     t = float(values["temperature"])
-    st.caption(f"{len(infos)} characters written by the {who} model after the prompt "
+    st.caption(f"{len(infos)} characters written after the prompt by {uncertainty_name(who)} "
                + ("(always the likeliest)" if t == 0 else f"at temperature {t:g}") + ", shaded by "
                + ("entropy (darker: less sure)" if values["by"] == "entropy" else "probability (darker: surer)")
                + "; flagged characters are outlined. Hover a character for its numbers.")
@@ -156,13 +160,15 @@ def uncertainty_calibration(m, m_key, values: dict, who: str) -> None:
     c1, c2 = st.columns(2)
     ui.chart(unc_figures.reliability_figure(rel.edges, rel.confidence, rel.accuracy, rel.counts,
                                             f"reliability at T = {t:g} ({who}): ECE {rel.ece:.4f}"),
-             "sg_unc_reliability_chart", f"Reliability diagram of the {who} model at temperature {t:g}: accuracy per "
-                                   "confidence bin against the diagonal, with bin counts.", slot=c1)
+             "sg_unc_reliability_chart",
+             f"Reliability diagram of {uncertainty_name(who)} at temperature {t:g}: accuracy per confidence bin "
+             "against the diagonal, with bin counts.", slot=c1)
     r = m.report
     ui.chart(unc_figures.temperature_figure(m.grid, m.grid_ece, m.grid_nll, r.fitted_t,
                                             f"ECE and NLL against temperature ({who})"),
-             "sg_unc_ece_chart", f"ECE and NLL of the {who} model's test predictions against the temperature, the "
-                                   "temperature fitted on the calibration split marked.", slot=c2)
+             "sg_unc_ece_chart",
+             f"ECE and NLL of {uncertainty_name(who)} on the test predictions against the temperature, the "
+             "temperature fitted on the calibration split marked.", slot=c2)
     st.caption(f"{r.n_cal:,} calibration and {r.n_test:,} test predictions: the first and second halves of Emma's "
                "held-out last tenth, which training never reads. The fit minimises the NLL on the calibration half; "
                "the diagram, the curves and the table are measured on the test half.")

@@ -1,5 +1,5 @@
 """The Safeguards page's Uncertainty tab in real Chromium: a student opens a link with a tiny model,
-presses Train and calibrate, and sees the finished view; markup typed as a prompt is named as characters,
+presses Train, and sees the finished view; markup typed as a prompt is named as characters,
 never drawn; a second student opening the copied link gets the same shared result at once."""
 import pytest
 
@@ -26,7 +26,7 @@ def test_a_student_trains_and_calibrates_and_a_second_gets_the_shared_result(bro
     wait_until_idle(page)
     wait_for_charts(page, 2)  # the untrained model's diagram and curve, before any run
     assert "Not trained yet" in body(page)
-    page.get_by_role("button", name="▶ Train and calibrate").click()
+    page.get_by_role("button", name="▶ Train").click()
     page.get_by_text("Trained 10 of 10 steps and calibrated").wait_for(timeout=120_000)
     wait_until_idle(page)
     wait_for_charts(page, 2)
