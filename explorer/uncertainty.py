@@ -16,6 +16,11 @@ Two measurements, both on a model the student trained:
 The held-out data is the last tenth of a ``Corpus`` (``corpus.held_out``), cut in two halves: the
 first half calibrates, the second tests (disjoint text). For a symbolic ``Task`` both splits are
 fresh examples (answer positions only), drawn from different seeds.
+
+The Safeguards page's Uncertainty tab (the last section) measures the Training page's character model
+on the built-in novel: trained by ``textlm.training_job`` (the same job, by key, as that page's run at
+the same settings), then measured by ``calibration_job`` (``measure``: the report, the reliability at
+any temperature, ECE and NLL over a grid of temperatures), both on the server's scheduler.
 """
 from __future__ import annotations
 
