@@ -491,6 +491,7 @@ class Measured:
     held_out_loss: float  # its held-out loss (nats per character) as the training run measured it
     bins: int  # reliability bins
     model: Optional[GPT] = None  # the model measured (read-only): what the page writes with
+    train_seconds: float = 0.0  # the training run's seconds (the same for everyone who shares the run)
 
     def reliability(self, temperature: float) -> Reliability:
         """The test split's reliability diagram with the logits divided by ``temperature``."""
@@ -568,7 +569,8 @@ def calibration_job(run, text_settings, corpus: Corpus, windows: int) -> Calibra
     key = calibration_key(text_settings, windows)
     n = windows * text_settings.context * corpus.vocab_size  # numbers in one split's logits
     loss = run.probes[-1][1]["held_out_loss"] if run.probes else float("nan")
-    return CalibrationJob(lambda: measure(run.model, corpus, key[2], run.step, loss), key=key,
+    return CalibrationJob(lambda: replace(measure(run.model, corpus, key[2], run.step, loss),
+                                          train_seconds=run.seconds), key=key,
                           peak_bytes=2 * 4 * n + 4 * 8 * n + 64e6,
                           title=f"calibrating the character model on {corpus.title}'s held-out text")
 

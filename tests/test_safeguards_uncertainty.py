@@ -93,7 +93,8 @@ def test_a_link_trains_and_calibrates_a_tiny_model_and_draws_its_result(emma):
     infos = unc.write(run.model, emma, "Emma", 50, 1.0, 3.5)
     assert at.get("html")[0].proto.body == unc.uncertainty_html(infos, "probability")
     assert unc.flag_summary(infos, 3.5, emma.vocab_size) in texts(at.markdown)
-    assert any("Trained 10 of 10 steps and calibrated" in t for t in texts(at.markdown))
+    assert m.train_seconds == run.seconds
+    assert any(f"Trained 10 of 10 steps ({run.seconds:.1f} s of training" in t for t in texts(at.markdown))
     assert at.query_params["sg_unc_done"] == "1"
     assert not any("Training page's run" in c for c in texts(at.caption))  # 10 steps: not a Training page choice
 
