@@ -599,6 +599,15 @@ def flag_summary(infos: Sequence[TokenInfo], threshold: float, vocab_size: int) 
             f"{vocab_size} characters would have ln {vocab_size} = {math.log(vocab_size):.2f}.")
 
 
+def untrained_note(m: Measured, vocab_size: int) -> str:
+    """What the untrained model's calibration means, from its numbers."""
+    r = m.report
+    return (f"Before training, the model's top character gets {r.confidence:.3f} on average and is right "
+            f"{r.accuracy:.3f} of the time; a uniform guess over the {vocab_size} characters would give each "
+            f"1/{vocab_size} = {1 / vocab_size:.3f}. A model that knows nothing and says so has a small ECE (here "
+            f"{r.before.ece:.3f}): being calibrated is not knowing.")
+
+
 def flagged_at(infos: Sequence[TokenInfo], threshold: float) -> list[TokenInfo]:
     """The same written characters flagged at another entropy threshold (nats)."""
     if not math.isfinite(threshold) or threshold < 0:

@@ -176,6 +176,8 @@ def uncertainty_calibration(m, m_key, values: dict, who: str) -> None:
     st.table(m.table())
     report = m.at_threshold(float(values["threshold"]))
     st.markdown("**What came out**\n" + "\n".join(f"- {line}" for line in uncertainty.findings(report)))
+    if who == "untrained":
+        st.info(uncertainty.untrained_note(m, m.test.logits.shape[1]), icon=":material/lightbulb:")
 
 
 def uncertainty_definitions() -> None:

@@ -69,6 +69,7 @@ def test_first_open_shows_the_untrained_model_shaded_and_calibrated(emma):
     check_views(at, m)
     assert m.report.n_test == unc.UNTRAINED_WINDOWS * 64
     assert abs(m.report.confidence - 1 / emma.vocab_size) < 0.02  # it knows nothing, and says so
+    assert unc.untrained_note(m, emma.vocab_size) in texts(at.info)
     infos = unc.write(m.model, emma, "Emma", 50, 1.0, 1.5)
     assert at.get("html")[0].proto.body == unc.uncertainty_html(infos, "entropy")
     assert unc.flag_summary(infos, 1.5, emma.vocab_size) in texts(at.markdown)
@@ -94,6 +95,7 @@ def test_a_link_trains_and_calibrates_a_tiny_model_and_draws_its_result(emma):
     assert at.get("html")[0].proto.body == unc.uncertainty_html(infos, "probability")
     assert unc.flag_summary(infos, 3.5, emma.vocab_size) in texts(at.markdown)
     assert m.train_seconds == run.seconds
+    assert not any("Before training" in i for i in texts(at.info))  # the untrained model's note has gone
     assert any(f"Trained 10 of 10 steps ({run.seconds:.1f} s of training" in t for t in texts(at.markdown))
     assert at.query_params["sg_unc_done"] == "1"
     assert not any("Training page's run" in c for c in texts(at.caption))  # 10 steps: not a Training page choice
