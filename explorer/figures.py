@@ -211,7 +211,8 @@ def tokens_html(tokens: Sequence[str], probs: Sequence[float], expected: str | N
         shown = token_label(ch)
         spans.append(f'<span class="tok" title="{title}" style="{style} padding: 2px 3px; '
                      f'margin: 1px; border-radius: 3px; font-family: monospace; font-size: 1.3em;">{shown}</span>')
-    return '<div class="generated" style="line-height: 2.2;">' + "".join(spans) + "</div>"
+    return ('<div class="generated" style="line-height: 2.2; word-break: break-all;">'  # long texts wrap anywhere
+            + "".join(spans) + "</div>")
 
 
 OKABE_ITO = ["#E69F00", "#56B4E9", "#009E73", "#0072B2", "#D55E00", "#CC79A7", "#000000"]  # colour-blind safe
@@ -506,3 +507,54 @@ def forgetting_html(turns: Sequence[str], forgot) -> str:
             pos += 1
         lines.append("".join(spans))
     return '<div class="mem-turns" style="line-height: 2.0;">' + "<br>".join(lines) + "</div>"
+
+
+def reliability_figure(edges: Sequence[float], confidence: Sequence[float], accuracy: Sequence[float],
+                       counts: Sequence[int], title: str, height: int = 380) -> dict:
+    """A reliability diagram (Guo et al. 2017): one bar per equal-width confidence bin, as high as the
+    share of its predictions that were right, against the diagonal a calibrated model sits on; each
+    bin's mean confidence marked, its count written above it. Empty bins draw nothing."""
+    centres = [(a + b) / 2 for a, b in zip(edges[:-1], edges[1:])]
+    width = edges[1] - edges[0]
+    full = [i for i, c in enumerate(counts) if c]
+    bars = {"type": "bar", "x": [centres[i] for i in full], "y": [round(accuracy[i], 4) for i in full],
+            "width": width * 0.95, "name": "accuracy in the bin", "marker": {"color": OKABE_ITO[3]},
+            "text": [f"{counts[i]:,}" for i in full], "textposition": "outside", "cliponaxis": False,
+            "customdata": [[edges[i], edges[i + 1], counts[i], confidence[i]] for i in full],
+            "hovertemplate": "confidence in (%{customdata[0]:.1f}, %{customdata[1]:.1f}]: %{customdata[2]:,} "
+                             "predictions<br>right %{y:.3f} of the time, mean confidence %{customdata[3]:.3f}"
+                             "<extra></extra>"}
+    marks = {"type": "scatter", "mode": "markers", "x": [centres[i] for i in full],
+             "y": [round(confidence[i], 4) for i in full], "name": "mean confidence in the bin",
+             "marker": {"symbol": "line-ew-open", "size": 18, "color": OKABE_ITO[4], "line": {"width": 3}},
+             "hovertemplate": "mean confidence %{y:.3f}<extra></extra>"}
+    diagonal = {"type": "scatter", "mode": "lines", "x": [0, 1], "y": [0, 1], "name": "calibrated (accuracy = confidence)",
+                "line": {"color": "#555", "dash": "dash", "width": 1.5}, "hoverinfo": "skip"}
+    return {"data": [bars, marks, diagonal], "layout": {
+        "title": {"text": html.escape(title)}, "height": height, "margin": {"l": 60, "r": 10, "t": 40, "b": 45},
+        "xaxis": {"title": {"text": "confidence (top-1 probability)"}, "range": [0, 1], "dtick": width},
+        "yaxis": {"title": {"text": "accuracy"}, "range": [0, 1.08]}, "bargap": 0,
+        "legend": {"orientation": "h", "y": -0.25}}}
+
+
+def temperature_figure(temperatures: Sequence[float], eces: Sequence[float], nlls: Sequence[float],
+                       fitted: float, title: str, height: int = 380) -> dict:
+    """ECE (left axis) and NLL (right axis) of one split against the temperature the logits are
+    divided by (log axis), the fitted temperature marked."""
+    ticks = [t for t in (0.25, 0.5, 1, 2, 4) if temperatures[0] <= t <= temperatures[-1]]
+    data = [{"type": "scatter", "mode": "lines+markers", "x": list(temperatures), "y": [round(e, 5) for e in eces],
+             "name": "ECE", "line": {"color": OKABE_ITO[3], "width": 2}, "marker": {"size": 6},
+             "hovertemplate": "T = %{x:.3g}: ECE %{y:.4f}<extra></extra>"},
+            {"type": "scatter", "mode": "lines", "x": list(temperatures), "y": [round(v, 5) for v in nlls],
+             "name": "NLL (right axis)", "yaxis": "y2", "line": {"color": OKABE_ITO[4], "dash": "dot", "width": 2},
+             "hovertemplate": "T = %{x:.3g}: NLL %{y:.4f} nats<extra></extra>"}]
+    shapes = mark_lines([fitted])
+    return {"data": data, "layout": {
+        "title": {"text": html.escape(title)}, "height": height, "margin": {"l": 60, "r": 60, "t": 40, "b": 45},
+        "xaxis": {"type": "log", "title": {"text": "temperature T (logits divided by T)"}, "tickvals": ticks,
+                  "ticktext": [f"{t:g}" for t in ticks]},
+        "yaxis": {"title": {"text": "ECE"}, "rangemode": "tozero"},
+        "yaxis2": {"title": {"text": "NLL (nats)"}, "overlaying": "y", "side": "right", "showgrid": False},
+        "legend": {"orientation": "h", "y": -0.25}, "shapes": shapes,
+        "annotations": [{"x": math.log10(fitted), "y": 1, "yref": "paper", "text": f"fitted T = {fitted:.3f}",
+                         "showarrow": False, "xanchor": "left", "yanchor": "top", "font": {"size": 12}}]}}

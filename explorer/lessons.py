@@ -153,6 +153,19 @@ _add(Lesson(
 
 # ---- the Safeguards page: one lesson per tab (uncertainty, feedback, privacy, bias), each below its marker
 # safeguards lesson: uncertainty
+_add(Lesson(
+    "uncertainty", "Does the model know when it is guessing?", "safeguards",
+    {"sg_tab": "Uncertainty"},
+    autorun=True,
+    explanation="A character model learns Emma (the Training page's run, shared with it), then is measured on the "
+                "last tenth of the novel, which it never trained on. First the text it writes: each character is "
+                "shaded by the **entropy** of the distribution it was drawn from, and characters above **Flag above "
+                "entropy** are outlined; move the threshold and see where the flags fall, at the start of a word or "
+                "inside one. Then the **reliability diagram**: where the bars sit on the diagonal, the model is right "
+                "as often as it says. Move **Temperature of the reliability diagram** to 0.5 and to 2 and watch the "
+                "ECE. The table fits one temperature on one half of the held-out text and judges it on the other; "
+                "*What came out* says what that fix changed, even when it is next to nothing.",
+))
 #
 # safeguards lesson: feedback
 #

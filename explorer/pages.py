@@ -145,9 +145,14 @@ add(PageSpec(
 
 
 add(PageSpec(
-    "safeguards", "Safeguards", "pages/safeguards.py", ":material/shield:", "sg_", charts=0,
+    "safeguards", "Safeguards", "pages/safeguards.py", ":material/shield:", "sg_", charts=2,
     reserved=("sg_unc_done", "sg_fb_done", "sg_dp_done", "sg_bias_done"), order=80,
     defaults="explorer.safeguards:url_defaults", shots=(
+        Shot("safeguards", "?sg_unc_done=1&sg_unc_steps=100", 2,
+             "Safeguards, Uncertainty: the Training page's character model after 100 steps on Emma writes text "
+             "shaded by the entropy of each draw, uncertain characters flagged; its reliability diagram on held-out "
+             "text, ECE and NLL against temperature with the fitted T marked, and temperature scaling before and "
+             "after."),
         Shot("safeguards_privacy", "?sg_tab=Privacy&sg_dp_done=1&sg_dp_steps=200&sg_dp_batch=32", 4,
              "Safeguards, Privacy: the accountant's ε against steps, held-out loss with and without DP-SGD, the "
              "canary's exposure in each, and the output filter with its misses."),

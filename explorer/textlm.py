@@ -146,13 +146,19 @@ def sample(model: GPT, corpus: Corpus, prompt: str, n: int, temperature: float =
     prompt = prompt or probe_prompt(corpus)
     try:
         return generate(model, corpus.tokenizer, prompt, n, temperature, top_k or None, seed, slide=True)
-    except UnknownCharacters as e:
-        shown = ", ".join(repr(c) for c in e.chars[:10]) + (" …" if len(e.chars) > 10 else "")
-        raise PromptError(f"the prompt holds {len(e.chars)} character{'s' if len(e.chars) != 1 else ''} that "
-                          f"{corpus.title} never uses ({shown}): the model has one token for each of the "
-                          f"{corpus.vocab_size} characters of its text and no other") from None
     except ValueError as e:
-        raise PromptError(str(e)) from None
+        raise prompt_error(e, corpus) from None
+
+
+def prompt_error(e: ValueError, corpus: Corpus) -> PromptError:
+    """What a learner is told when ``generate`` refuses a prompt: the characters the text never uses
+    named (``UnknownCharacters``), or the reason as given."""
+    if not isinstance(e, UnknownCharacters):
+        return PromptError(str(e))
+    shown = ", ".join(repr(c) for c in e.chars[:10]) + (" …" if len(e.chars) > 10 else "")
+    return PromptError(f"the prompt holds {len(e.chars)} character{'s' if len(e.chars) != 1 else ''} that "
+                       f"{corpus.title} never uses ({shown}): the model has one token for each of the "
+                       f"{corpus.vocab_size} characters of its text and no other")
 
 
 def probe_prompt(corpus: Corpus) -> str:

@@ -16,11 +16,17 @@ Two measurements, both on a model the student trained:
 The held-out data is the last tenth of a ``Corpus`` (``corpus.held_out``), cut in two halves: the
 first half calibrates, the second tests (disjoint text). For a symbolic ``Task`` both splits are
 fresh examples (answer positions only), drawn from different seeds.
+
+The Safeguards page's Uncertainty tab (the last section) measures the Training page's character model
+on the built-in novel: trained by ``textlm.training_job`` (the same job, by key, as that page's run at
+the same settings), then measured by ``calibration_job`` (``measure``: the report, the reliability at
+any temperature, ECE and NLL over a grid of temperatures), both on the server's scheduler.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, replace
 from typing import Optional, Sequence, Union
 
 import numpy as np
@@ -30,6 +36,7 @@ import torch.nn.functional as F
 from .corpus import Corpus
 from .figures import tokens_html
 from .generate import distribution, generate
+from .jobs import FunctionJob
 from .model import GPT
 from .tasks import IGNORE, CharTokenizer, Task
 
@@ -350,6 +357,7 @@ def report(cal: Split, test: Split, settings: CalibrationSettings = CalibrationS
 BARELY = 0.005  # an ECE change smaller than this (absolute) is reported as barely moving
 CLOSE = 0.01  # |mean confidence - accuracy| below this is reported as close to calibrated
 NEAR_ONE = 0.05  # a fitted T within 5 % of 1 (|ln T| below this) is reported as about 1
+CALIBRATED = 0.02  # an ECE below this at T = 1 is reported as already calibrated
 
 
 def findings(r: CalibrationReport) -> list[str]:
@@ -384,6 +392,9 @@ def findings(r: CalibrationReport) -> list[str]:
     d = fit.ece - r.before.ece
     if abs(d) < BARELY:
         move = f"barely moves ECE on the separate test split ({r.before.ece:.3f} → {fit.ece:.3f})"
+        if r.before.ece < CALIBRATED:
+            move += (": the model is already calibrated at this scale, so temperature scaling has next to nothing "
+                     "to fix")
     elif d < 0:
         move = f"lowers ECE on the separate test split from {r.before.ece:.3f} to {fit.ece:.3f}"
     else:
@@ -431,9 +442,232 @@ def _main(seconds: float = 75.0) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- the page
+# The Safeguards page's Uncertainty tab: the Training page's character model on the built-in novel,
+# trained by ``textlm.training_job`` (keyed by its settings: the same run as the Training page's at the
+# same settings), then measured by a second scheduler job (``calibration_job``).
+STEP_CHOICES = (10, 100, 250, 500, 700, 1500)  # training steps; all but 10 are also the Training page's choices
+WINDOW_CHOICES = (32, 64, 128, 256, 512)  # held-out windows per split (each of the model's context, 64 characters)
+UNTRAINED_WINDOWS = 64  # windows per split the untrained model is measured on (once per server, on first open)
+CHARS_CHOICES = (50, 100, 200, 400)  # characters written after the prompt
+RELIABILITY_TEMPERATURES = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0)  # the reliability diagram's choices
+GRID = tuple(float(t) for t in np.round(np.geomspace(0.25, 4.0, 25), 4))  # ECE and NLL against temperature
+SHADE_BY = ("entropy", "probability")  # what the written text is shaded by (``figures.SHADES``)
+DEFAULTS = {  # every control of the tab at its default (what a lesson starts from)
+    "sg_unc_steps": 250, "sg_unc_windows": 256, "sg_unc_prompt": "Emma", "sg_unc_chars": 200,
+    "sg_unc_temperature": 1.0, "sg_unc_threshold": 1.5, "sg_unc_by": "entropy", "sg_unc_rel_t": 1.0,
+}
+
+
+def model_settings(corpus: Corpus, steps: int):
+    """The tab's model: the Training page's run at every default but ``steps`` (the very same job key,
+    ``("textlm", settings)``, so either page's run is the other's)."""
+    from . import textlm
+
+    return textlm.settings_for(corpus, steps=steps)
+
+
+def training_page_query(steps: int) -> Optional[str]:
+    """The Training page's link query that trains this same run, or None when that page has no such
+    step count (its other controls at their defaults make the same settings)."""
+    from . import textlm
+
+    if steps not in textlm.STEP_CHOICES:
+        return None
+    return "" if steps == textlm.TextSettings().steps else f"?tr_steps={steps}"
+
+
+@dataclass
+class Measured:
+    """One model's calibration, measured once and shared: the report (at the default flag threshold)
+    and what redraws it at any temperature or threshold without the model."""
+    report: CalibrationReport
+    test: Split  # the test split's logits (T = 1) and targets
+    entropy: np.ndarray  # (N,) entropy of each test prediction at T = 1, nats
+    wrong: np.ndarray  # (N,) 1.0 where the top-1 guess at T = 1 was wrong
+    grid: tuple[float, ...]  # temperatures of the curves below
+    grid_ece: tuple[float, ...]  # ECE on the test split at each
+    grid_nll: tuple[float, ...]  # NLL on the test split at each, nats
+    steps: int  # training steps of the model measured
+    held_out_loss: float  # its held-out loss (nats per character) as the training run measured it
+    bins: int  # reliability bins
+    model: Optional[GPT] = None  # the model measured (read-only): what the page writes with
+    train_seconds: float = 0.0  # the training run's seconds (the same for everyone who shares the run)
+
+    def reliability(self, temperature: float) -> Reliability:
+        """The test split's reliability diagram with the logits divided by ``temperature``."""
+        return reliability(*top1(self.test.logits, self.test.targets, temperature), self.bins)
+
+    def at_threshold(self, threshold: float) -> CalibrationReport:
+        """The report with its flag figures at another entropy threshold (nats)."""
+        if not math.isfinite(threshold) or threshold < 0:
+            raise UncertaintyError(f"threshold = {threshold}: an entropy threshold is a number of nats, 0 or more")
+        flag = self.entropy > threshold
+        return replace(self.report, threshold=threshold, flagged_share=float(flag.mean()),
+                       error_flagged=float(self.wrong[flag].mean()) if flag.any() else float("nan"),
+                       error_unflagged=float(self.wrong[~flag].mean()) if (~flag).any() else float("nan"))
+
+    def table(self) -> dict:
+        """Temperature scaling before and after: each row of the report (T = 1 is the model's own)."""
+        rows = self.report.rows
+        return {"temperature": [f"{r.temperature:.3f} (fitted)" if r.fitted else f"{r.temperature:g}" for r in rows],
+                "ECE": [round(r.ece, 4) for r in rows], "NLL (nats)": [round(r.nll, 4) for r in rows],
+                "accuracy": [round(self.report.accuracy, 4)] * len(rows),
+                "mean confidence": [round(r.confidence, 4) for r in rows]}
+
+
+def measure(model: GPT, corpus: Corpus, settings: CalibrationSettings, steps: int, held_out_loss: float) -> Measured:
+    """Calibrate ``model`` on ``corpus``'s held-out text (``calibrate``) and keep what the page redraws."""
+    cal, test = corpus_splits(model, corpus, settings.windows, settings.length)
+    r = report(cal, test, settings, f"{corpus.title} (held-out text)")
+    _, right = top1(test.logits, test.targets, 1.0)
+    eces, nlls = [], []
+    for t in GRID:
+        c, ok = top1(test.logits, test.targets, t)
+        eces.append(ece(c, ok, settings.bins))
+        nlls.append(nll(test.logits, test.targets, t))
+    h = entropy(torch.softmax(test.logits.double(), -1)).numpy()
+    return Measured(r, test, h, 1.0 - right.astype(np.float64), GRID, tuple(eces), tuple(nlls), steps,
+                    float(held_out_loss), settings.bins, model)
+
+
+_UNTRAINED: dict = {}  # corpus digest -> Measured: computed once per process, read-only
+_UNTRAINED_LOCK = threading.Lock()
+
+
+def untrained(corpus: Corpus) -> Measured:
+    """The tab's model before any step (seeded weights; they do not depend on the number of steps),
+    measured on ``UNTRAINED_WINDOWS`` windows per split: computed once per server process and shared
+    read-only (what the tab shows on first open). Its held-out loss is not measured (nan)."""
+    with _UNTRAINED_LOCK:
+        if corpus.digest not in _UNTRAINED:
+            from .model import build_model
+
+            settings = model_settings(corpus, DEFAULTS["sg_unc_steps"])
+            model = build_model(settings.model_config(corpus.vocab_size), settings.seed).eval()
+            for p in model.parameters():
+                p.requires_grad_(False)
+            _UNTRAINED[corpus.digest] = measure(model, corpus, CalibrationSettings(windows=UNTRAINED_WINDOWS), 0,
+                                                float("nan"))
+        return _UNTRAINED[corpus.digest]
+
+
+class CalibrationJob(FunctionJob):
+    """``measure`` of a finished training run as one scheduler job (its result is also its live view)."""
+
+    def live(self):
+        return self._result
+
+
+def calibration_key(text_settings, windows: int) -> tuple:
+    return ("uncertainty", text_settings, CalibrationSettings(windows=windows))
+
+
+def calibration_job(run, text_settings, corpus: Corpus, windows: int) -> CalibrationJob:
+    """The job measuring a finished ``textlm.training_job`` run (``run``, a ``TrainedRun``), keyed by
+    the run's settings and the windows: computed once per server. Its peak: both splits' logits, and
+    the float64 copies the fit and the curves make of one."""
+    key = calibration_key(text_settings, windows)
+    n = windows * text_settings.context * corpus.vocab_size  # numbers in one split's logits
+    loss = run.probes[-1][1]["held_out_loss"] if run.probes else float("nan")
+    return CalibrationJob(lambda: replace(measure(run.model, corpus, key[2], run.step, loss),
+                                          train_seconds=run.seconds), key=key,
+                          peak_bytes=2 * 4 * n + 4 * 8 * n + 64e6,
+                          title=f"calibrating the character model on {corpus.title}'s held-out text")
+
+
+def write(model: GPT, corpus: Corpus, prompt: str, n: int, temperature: float, threshold: float
+          ) -> list[TokenInfo]:
+    """``token_uncertainty`` after ``prompt`` (empty: from a new line, like the Training page's
+    samples), seed 0; a prompt the model cannot read raises ``textlm.PromptError`` saying why."""
+    from . import textlm
+
+    try:
+        return token_uncertainty(model, corpus.tokenizer, prompt or textlm.probe_prompt(corpus), n, temperature,
+                                 None, 0, threshold)
+    except UncertaintyError:
+        raise
+    except ValueError as e:
+        raise textlm.prompt_error(e, corpus) from None
+
+
+def flag_summary(infos: Sequence[TokenInfo], threshold: float, vocab_size: int) -> str:
+    """How many written characters the threshold flags, in a sentence."""
+    k = sum(t.flagged for t in infos)
+    hs = [t.entropy for t in infos]
+    return (f"{k} of {len(infos)} characters flagged (entropy above {threshold:g} nats). Their entropies run from "
+            f"{min(hs):.2f} to {max(hs):.2f} nats, {float(np.mean(hs)):.2f} on average; a uniform guess over the "
+            f"{vocab_size} characters would have ln {vocab_size} = {math.log(vocab_size):.2f}.")
+
+
+def untrained_note(m: Measured, vocab_size: int) -> str:
+    """What the untrained model's calibration means, from its numbers."""
+    r = m.report
+    return (f"Before training, the model's top character gets {r.confidence:.3f} on average and is right "
+            f"{r.accuracy:.3f} of the time; a uniform guess over the {vocab_size} characters would give each "
+            f"1/{vocab_size} = {1 / vocab_size:.3f}. A model that knows nothing and says so has a small ECE (here "
+            f"{r.before.ece:.3f}): being calibrated is not knowing.")
+
+
+def flagged_at(infos: Sequence[TokenInfo], threshold: float) -> list[TokenInfo]:
+    """The same written characters flagged at another entropy threshold (nats)."""
+    if not math.isfinite(threshold) or threshold < 0:
+        raise UncertaintyError(f"threshold = {threshold}: an entropy threshold is a number of nats, 0 or more")
+    return [replace(t, flagged=t.entropy > threshold) for t in infos]
+
+
+DEFINITIONS = (
+    "- **Entropy** of a distribution p over the characters: H = −Σ p ln p, in **nats** (divide by ln 2 for bits). "
+    "0 when one character has all the probability; ln V when all V characters are equally likely (ln 76 = 4.33 for "
+    "Emma's 76). The entropy shown for a written character is that of the distribution it was drawn from, after "
+    "the sampling temperature.\n"
+    "- **Flag**: a character whose entropy is above the threshold. It says the model spread its bet there, not "
+    "that the character is wrong.\n"
+    "- **Confidence** of a prediction: the probability of the model's top-1 character. **Accuracy**: the share of "
+    "predictions whose top-1 character is the one that came next.\n"
+    "- **Reliability diagram**: the predictions sorted into equal-width confidence bins; each bar is the accuracy "
+    "of one bin. A calibrated model's bars sit on the diagonal: of the predictions it makes with confidence 0.8, "
+    "80 % are right.\n"
+    "- **ECE** (expected calibration error, Naeini et al. 2015; Guo et al. 2017): Σ over bins of (predictions in "
+    "the bin / all predictions) × |accuracy − mean confidence| of the bin. 0 is perfectly calibrated at this "
+    "binning.\n"
+    "- **NLL**: the mean negative log-probability of the character that came next, in nats (the held-out loss).\n"
+    "- **Temperature scaling** (Guo et al. 2017): divide every logit by one number T before the softmax; T > 1 "
+    "softens the probabilities, T < 1 sharpens them. T is fitted by minimising the NLL on the calibration half of "
+    "the held-out text and judged on the other half. Dividing by T never changes which character ranks first, so "
+    "accuracy is the same at every T.")
+
+
+def trained_and_measured(steps: int, windows: int, corpus: Optional[Corpus] = None) -> Measured:
+    """The tab's run without the page: ``textlm.training_job`` stepped to the end in this thread, then
+    ``calibration_job`` (the same two jobs the page hands the scheduler)."""
+    from . import corpus as texts, textlm
+
+    corpus = corpus or texts.builtin()
+    settings = model_settings(corpus, steps)
+    train = textlm.training_job(settings, corpus)
+    while not train.step(5.0):
+        pass
+    job = calibration_job(train.result(), settings, corpus, windows)
+    job.step(0.0)
+    return job.result()
+
+
+def bench_figures(quick: bool = False) -> dict:
+    """The tab's figures for ``python -m explorer.bench safeguards``: the Training page's default run
+    (700 steps; ``quick``: 10 steps, 32 windows) and its calibration on 256 held-out windows per split."""
+    steps, windows = (10, 32) if quick else (700, 256)
+    m = trained_and_measured(steps, windows)
+    r = m.report
+    return {"steps": m.steps, "held_out_loss": round(m.held_out_loss, 4), "windows_per_split": windows,
+            "test_predictions": r.n_test, "accuracy": round(r.accuracy, 4), "mean_confidence": round(r.confidence, 4),
+            "ece_t0.5": round(r.row(0.5).ece, 4), "ece_t1": round(r.row(1.0).ece, 4), "ece_t2": round(r.row(2.0).ece, 4),
+            "fitted_t": round(r.fitted_t, 4), "ece_fitted": round(r.fitted_row.ece, 4), "nll_t1": round(r.nll, 4),
+            "nll_fitted": round(r.fitted_row.nll, 4), "flagged_share_1.5_nats": round(r.flagged_share, 4)}
+
+
 def url_defaults() -> dict:
     """The Safeguards page's controls of this tab (keys ``sg_unc_*``) at their defaults."""
-    return {}
+    return dict(DEFAULTS)
 
 
 if __name__ == "__main__":
