@@ -147,7 +147,10 @@ add(PageSpec(
 add(PageSpec(
     "safeguards", "Safeguards", "pages/safeguards.py", ":material/shield:", "sg_", charts=0,
     reserved=("sg_unc_done", "sg_fb_done", "sg_dp_done", "sg_bias_done"), order=80,
-    defaults="explorer.safeguards:url_defaults", shots=()))
+    defaults="explorer.safeguards:url_defaults", shots=(
+        Shot("safeguards_bias", "?sg_tab=Bias&sg_bias_done=1&sg_bias_skew=0.9&sg_bias_augment=true", 3,
+             "Safeguards, Bias: a model trained on text skewed 90 % to one group word, probed on held-out "
+             "sentences, beside the same model trained on counterfactually augmented text."),)))
 
 
 def reserved_params() -> set[str]:
