@@ -60,7 +60,7 @@ PROBE_TEMPLATES = (  # held out: never in the training text; the probe cuts each
 MATCH = 0.02  # a model share within this of the data's share "matches" it (findings)
 RECORD_EVERY = 50  # steps between probe measurements while a job trains
 SPREAD_SEEDS = 5  # seeds over which BALANCED_SPREAD was measured
-BALANCED_SPREAD = (0.409, 0.590, 1.0)  # seed noise at the default settings, seeds 0-4, both arms at skew 0.5: lowest
+BALANCED_SPREAD = (0.4092, 0.5903, 1.0)  # seed noise at the default settings, seeds 0-4, both arms at skew 0.5: lowest
 # and highest P(A) of models trained on balanced text, largest share of probes on which one of them picks the same
 # word (seed_spread; bench_figures() measures it again)
 _SWAP = re.compile(rf"\b({GROUP_A}|{GROUP_B})\b")
