@@ -476,14 +476,14 @@ def step_series(run: BiasRun) -> tuple[dict, tuple]:
     """The target occupations' P(A) and share of probes preferring A of each model against its steps,
     beside its text's share of A (constant, dashed); ``(series, dashed names)``."""
     series, dashed = {}, []
-    for arm, records in run.records.items():
-        steps = [r.step for r in records]
-        series[f"{ARMS[arm]}: P({GROUP_A})"] = (steps, [r.target.p_a for r in records])
-        series[f"{ARMS[arm]}: probes preferring {GROUP_A}"] = (steps, [r.target.share_a for r in records])
-    for arm, records in run.records.items():
+    for arm, records in run.records.items():  # in the order (and so the colours) of share_bars
         name = f"{arm} text: share of {GROUP_A}"
         series[name] = ([0, run.settings.steps], [run.data[arm].share_a] * 2)
         dashed.append(name)
+        series[f"{ARMS[arm]}: P({GROUP_A})"] = ([r.step for r in records], [r.target.p_a for r in records])
+    for arm, records in run.records.items():
+        series[f"{ARMS[arm]}: probes preferring {GROUP_A}"] = ([r.step for r in records],
+                                                                [r.target.share_a for r in records])
     return series, tuple(dashed)
 
 

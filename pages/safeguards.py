@@ -42,7 +42,7 @@ def privacy_tab() -> None:
 # ---------------------------------------------------------------------------------------------- bias
 def bias_settings_controls():
     """The training controls of the Bias tab (URL-bound); the settings they describe."""
-    c1, c2, c3, c4, c5 = st.columns([3, 2, 2, 2, 1])
+    c1, c2, c3, c4, c5 = st.columns([3, 3, 2, 2, 1])
     skew = c1.slider("Skew: share of the target occupations' sentences that say zim", 0.0, 1.0,
                      DEFAULTS["sg_bias_skew"], step=bias.SKEW_STEP, key="sg_bias_skew", bind="query-params",
                      help="0.5 is balanced; the counter occupations say vor in the same share.")
