@@ -330,7 +330,8 @@ def _noise(p_a: float) -> str:
     s = (f"Seed noise: models trained on balanced text at the default settings give P({GROUP_A}) from {lo:.1%} to "
          f"{hi:.1%}, depending only on the seed ({SPREAD_SEEDS} seeds); ")
     if lo <= p_a <= hi:
-        return s + f"{p_a:.1%} is inside that range, so its lean is within seed noise, not a measured bias."
+        return s + (f"{p_a:.1%} is inside that range, so its lean is within seed noise: this probe cannot tell it "
+                    "from no lean at all.")
     return s + f"{p_a:.1%} is outside that range."
 
 
