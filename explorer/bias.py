@@ -63,6 +63,8 @@ SPREAD_SEEDS = 5  # seeds over which BALANCED_SPREAD was measured
 BALANCED_SPREAD = (0.4092, 0.5903, 1.0)  # seed noise at the default settings, seeds 0-4, both arms at skew 0.5: lowest
 # and highest P(A) of models trained on balanced text, largest share of probes on which one of them picks the same
 # word (seed_spread; bench_figures() measures it again)
+SKEWED_SPREAD = (0.9, -0.0260, 0.0354)  # seed noise at skew 0.9, default settings, seeds 0-4: the lowest and highest
+# P(A) minus the text's share of A of the model on the skewed text (skewed_spread; bench_figures() measures it again)
 _SWAP = re.compile(rf"\b({GROUP_A}|{GROUP_B})\b")
 _SENTENCE = re.compile(r"[^.]*\.")
 _WORD = re.compile(r"[a-z]+")
@@ -291,6 +293,8 @@ class BiasRun:
                    f"{r.mean_log_odds:+.2f} nats.")
         if abs(d.share_a - 0.5) <= MATCH and abs(r.p_a - d.share_a) > MATCH and r.mass >= 0.5:
             out.append(_noise(r.p_a))
+        if abs(d.share_a - 0.5) > MATCH and abs(r.p_a - d.share_a) > MATCH and r.mass >= 0.5:
+            out.append(_skewed_noise(r.p_a - d.share_a))
         if abs(d.share_a - 0.5) > MATCH:
             fav, data_fav = (GROUP_A, d.share_a) if d.share_a > 0.5 else (GROUP_B, 1 - d.share_a)
             pick = r.share_a if fav == GROUP_A else 1 - r.share_a
@@ -333,6 +337,17 @@ def _noise(p_a: float) -> str:
         return s + (f"{p_a:.1%} is inside that range, so its lean is within seed noise: this probe cannot tell it "
                     "from no lean at all.")
     return s + f"{p_a:.1%} is outside that range."
+
+
+def _skewed_noise(diff: float) -> str:
+    """Whether a model's P(A) off its text's share is within what the seed alone does at a skewed text."""
+    skew, lo, hi = SKEWED_SPREAD
+    s = (f"Seed noise: at skew {skew:g} and the default settings, the model's P({GROUP_A}) landed from "
+         f"{lo * 100:+.1f} to {hi * 100:+.1f} points off its text's share, depending only on the seed "
+         f"({SPREAD_SEEDS} seeds); ")
+    if lo <= diff <= hi:
+        return s + f"this run's {diff * 100:+.1f} points are inside that range, so they may be seed noise."
+    return s + f"this run's {diff * 100:+.1f} points are outside that range."
 
 
 def _compare(model_share: float, data_share: float) -> str:
@@ -542,8 +557,8 @@ DEFINITIONS = (
     "a model's predictions more skewed than its training data. Here it is checked on the decisions (the share of "
     "probes on which the word the data favours is the likelier one) and on the probability.\n"
     "- **Seed noise**: a model trained on balanced text still leans to one word or the other, by how its weights "
-    f"and training windows were drawn; the findings compare a lean with the range {SPREAD_SEEDS} seeds gave at the "
-    "default settings."
+    f"and training windows were drawn; the findings compare a lean with the ranges {SPREAD_SEEDS} seeds gave at the "
+    f"default settings (on balanced text, and at skew {SKEWED_SPREAD[0]:g})."
 )
 
 
@@ -571,21 +586,33 @@ def seed_spread(runs: list) -> tuple[float, float, float]:
     return min(ps), max(ps), max(picks)
 
 
+def skewed_spread(runs: list) -> tuple[float, float]:
+    """Seed noise from runs at one skew that differ only in their seed: the lowest and highest P(A) minus
+    the text's share of A of the model on the skewed text."""
+    diffs = [run.last("skewed").target.p_a - run.data["skewed"].share_a for run in runs]
+    return min(diffs), max(diffs)
+
+
 def bench_figures(quick: bool = False) -> dict:
     """The issue's figure, probe skew against data skew with and without augmentation: at skews 0.9 and
     0.5, the data's share of A, each model's P(A), share of probes preferring A and mean log-odds (target
-    occupations), for the model on the skewed text and on the augmented text; and the seed spread of
-    models trained on balanced text. ``quick``: tiny models, two seeds (seconds)."""
+    occupations), for the model on the skewed text and on the augmented text; and seed noise: the spread of
+    models trained on balanced text, and of the skewed model's P(A) off its text's share at skew 0.9.
+    ``quick``: tiny models, two seeds (seconds)."""
     settings = QUICK if quick else BiasSettings()
     out = {"settings": {"steps": settings.steps, "sentences": settings.sentences, "n_layer": settings.n_layer,
                         "n_embd": settings.n_embd, "seed": settings.seed}, "skews": {}}
     seeds = 2 if quick else SPREAD_SEEDS
     balanced = [run_bias(replace(settings, skew=0.5, augment=True, seed=seed)) for seed in range(seeds)]
-    out["skews"]["0.9"] = _figures(run_bias(replace(settings, skew=0.9, augment=True)))
+    skewed = [run_bias(replace(settings, skew=0.9, augment=seed == 0, seed=seed)) for seed in range(seeds)]
+    out["skews"]["0.9"] = _figures(skewed[0])
     out["skews"]["0.5"] = _figures(balanced[0])
     lo, hi, pick = seed_spread(balanced)
-    out["balanced_spread"] = {"seeds": 2 if quick else SPREAD_SEEDS, "p_a_low": round(lo, 4), "p_a_high": round(hi, 4),
+    out["balanced_spread"] = {"seeds": seeds, "p_a_low": round(lo, 4), "p_a_high": round(hi, 4),
                               "most_probes_one_word": round(pick, 4)}
+    lo, hi = skewed_spread(skewed)
+    out["skewed_spread"] = {"skew": 0.9, "seeds": seeds, "p_a_minus_data_low": round(lo, 4),
+                            "p_a_minus_data_high": round(hi, 4)}
     return out
 
 

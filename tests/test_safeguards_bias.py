@@ -139,6 +139,13 @@ def test_findings_name_seed_noise_and_refuse_to_compare_unlearned_models():
     text = " ".join(run.findings())
     assert "within seed noise" in text and f"{lo:.1%} to {hi:.1%}" in text
     assert "amplified: 100% of probes pick zim, where 90.0%" in text and f"up to {pick:.0%}" in text
+    assert "+5.3 points are outside that range" in text  # P(zim) 95.3 % against the text's 90 %
+    _, lo9, hi9 = bias.SKEWED_SPREAD
+    p9 = 0.9 + (bias.MATCH + hi9) / 2  # off the text's share by more than MATCH, inside the spread at skew 0.9
+    run = hand_run(skew_prefs=(math.log(p9 / (1 - p9)),) * 12)
+    diff = run.last("skewed").target.p_a - run.data["skewed"].share_a
+    assert diff == pytest.approx(p9 - 0.9)
+    assert f"{diff * 100:+.1f} points are inside that range, so they may be seed noise" in " ".join(run.findings())
     outside = math.log(0.97 / 0.03)
     text = " ".join(hand_run(skew_prefs=(4.0,) * 12, aug_prefs=(outside,) * 12).findings())
     assert "is outside that range" in text and "within seed noise" not in text
@@ -155,3 +162,4 @@ def test_bench_figures_quick():
     assert out["skews"]["0.9"]["skewed"]["data_share_a"] > 0.85
     assert abs(out["skews"]["0.9"]["augmented"]["data_share_a"] - 0.5) < 0.05
     assert 0 <= out["balanced_spread"]["p_a_low"] <= out["balanced_spread"]["p_a_high"] <= 1
+    assert out["skewed_spread"]["p_a_minus_data_low"] <= out["skewed_spread"]["p_a_minus_data_high"]
