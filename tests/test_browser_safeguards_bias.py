@@ -28,14 +28,14 @@ def clean(page) -> None:
 
 
 def test_a_tiny_run_trains_live_and_a_second_student_gets_the_shared_result(browser, page, server):
-    page.goto(server + f"/safeguards?{TINY}&sg_bias_steps=100")
+    page.goto(server + f"/safeguards?{TINY}&sg_bias_steps=50")
     wait_until_idle(page, timeout=180_000)  # a fresh server's first run imports torch
     wait_for_charts(page, 1)  # the training text's skew, before any training
     assert "Not trained yet" in body(page)
     page.get_by_role("button", name="▶ Train").click()
-    seen = steps_seen(page, r"Training… step (\d+) of 100", count=2)
+    seen = steps_seen(page, r"Training… step (\d+) of 50", count=1)
     assert seen, "no live redraw seen"
-    page.get_by_text("Finished after 100 of 100 steps each.").wait_for(timeout=120_000)
+    page.get_by_text("Finished after 50 of 50 steps each.").wait_for(timeout=120_000)
     wait_until_idle(page)
     page.get_by_text("What came out").wait_for()
     wait_for_charts(page, 3)
