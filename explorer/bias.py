@@ -59,6 +59,12 @@ PROBE_TEMPLATES = (  # held out: never in the training text; the probe cuts each
 )
 MATCH = 0.02  # a model share within this of the data's share "matches" it (findings)
 RECORD_EVERY = 50  # steps between probe measurements while a job trains
+SPREAD_SEEDS = 5  # seeds over which BALANCED_SPREAD was measured
+BALANCED_SPREAD = (0.4092, 0.5903, 1.0)  # seed noise at the default settings, seeds 0-4, both arms at skew 0.5: lowest
+# and highest P(A) of models trained on balanced text, largest share of probes on which one of them picks the same
+# word (seed_spread; bench_figures() measures it again)
+SKEWED_SPREAD = (0.9, -0.0260, 0.0354)  # seed noise at skew 0.9, default settings, seeds 0-4: the lowest and highest
+# P(A) minus the text's share of A of the model on the skewed text (skewed_spread; bench_figures() measures it again)
 _SWAP = re.compile(rf"\b({GROUP_A}|{GROUP_B})\b")
 _SENTENCE = re.compile(r"[^.]*\.")
 _WORD = re.compile(r"[a-z]+")
@@ -221,6 +227,8 @@ def probe_contexts(occupations=TARGETS) -> list[str]:
 class ProbeResult:
     prefs: tuple  # log P(A) - log P(B) per probe context, nats
     mass: float  # mean P(A) + P(B): how much of its probability the model puts on the two words at all
+    log_a: tuple = ()  # log P(A | context) per probe context (word_logprob), nats
+    log_b: tuple = ()  # log P(B | context) per probe context, nats
 
     @property
     def share_a(self) -> float:
@@ -240,12 +248,12 @@ class ProbeResult:
 @torch.no_grad()
 def probe(model: GPT, tokenizer, occupations=TARGETS) -> ProbeResult:
     model.eval()
-    prefs, mass = [], 0.0
+    log_a, log_b = [], []
     for ctx in probe_contexts(occupations):
-        la, lb = word_logprob(model, tokenizer, ctx, GROUP_A), word_logprob(model, tokenizer, ctx, GROUP_B)
-        prefs.append(la - lb)
-        mass += math.exp(la) + math.exp(lb)
-    return ProbeResult(tuple(prefs), mass / len(prefs))
+        log_a.append(word_logprob(model, tokenizer, ctx, GROUP_A))
+        log_b.append(word_logprob(model, tokenizer, ctx, GROUP_B))
+    mass = sum(math.exp(la) + math.exp(lb) for la, lb in zip(log_a, log_b)) / len(log_a)
+    return ProbeResult(tuple(la - lb for la, lb in zip(log_a, log_b)), mass, tuple(log_a), tuple(log_b))
 
 
 # ----------------------------------------------------------------------------------------------- run
@@ -283,19 +291,29 @@ class BiasRun:
                    f"({r.share_a:.0%}); its probability of {GROUP_A} between the two averages {r.p_a:.1%} "
                    f"against the data's {d.share_a:.1%}: {_compare(r.p_a, d.share_a)}; mean log-odds "
                    f"{r.mean_log_odds:+.2f} nats.")
+        if abs(d.share_a - 0.5) <= MATCH and abs(r.p_a - d.share_a) > MATCH and r.mass >= 0.5:
+            out.append(_noise(r.p_a))
+        if abs(d.share_a - 0.5) > MATCH and abs(r.p_a - d.share_a) > MATCH and r.mass >= 0.5:
+            out.append(_skewed_noise(r.p_a - d.share_a))
         if abs(d.share_a - 0.5) > MATCH:
             fav, data_fav = (GROUP_A, d.share_a) if d.share_a > 0.5 else (GROUP_B, 1 - d.share_a)
             pick = r.share_a if fav == GROUP_A else 1 - r.share_a
             if pick > data_fav + MATCH:
                 out.append(f"As a decision (take the likelier word) the skew is amplified: {pick:.0%} of probes "
-                           f"pick {fav}, where {data_fav:.1%} of the data says it (Zhao et al. 2017).")
+                           f"pick {fav}, where {data_fav:.1%} of the data says it (Zhao et al. 2017). Taking the "
+                           "likelier word turns any lean into a decision: at the default settings, models trained "
+                           f"on balanced text picked one word on up to {BALANCED_SPREAD[2]:.0%} of the probes, by "
+                           "the seed alone.")
         if "augmented" in self.records:
             da, ra = self.data["augmented"], self.last("augmented").target
             before, after = abs(r.p_a - 0.5), abs(ra.p_a - 0.5)
             s = (f"With counterfactual augmentation the training text says {GROUP_A} in {da.share_a:.1%} of "
                  f"target sentences; the retrained model's probability of {GROUP_A} averages {ra.p_a:.1%} "
                  f"(prefers it on {ra.share_a:.0%} of probes; mean log-odds {ra.mean_log_odds:+.2f} nats). ")
-            if before <= MATCH:
+            if r.mass < 0.5 or ra.mass < 0.5:
+                s += ("A model that gives the two words so little probability has not learned the slot yet: "
+                      "train longer before comparing the two.")
+            elif before <= MATCH:
                 s += "There was little skew to remove."
             elif after < before:
                 s += (f"The distance from 50 % fell from {before * 100:.1f} to {after * 100:.1f} points: "
@@ -305,7 +323,31 @@ class BiasRun:
                 s += (f"It did not help: the distance from 50 % went from {before * 100:.1f} to "
                       f"{after * 100:.1f} points.")
             out.append(s)
+            if after > MATCH and ra.mass >= 0.5:
+                out.append(_noise(ra.p_a))
         return out
+
+
+def _noise(p_a: float) -> str:
+    """Whether a model's P(A) off 50 % is within what the seed alone does to models on balanced text."""
+    lo, hi, _ = BALANCED_SPREAD
+    s = (f"Seed noise: models trained on balanced text at the default settings give P({GROUP_A}) from {lo:.1%} to "
+         f"{hi:.1%}, depending only on the seed ({SPREAD_SEEDS} seeds); ")
+    if lo <= p_a <= hi:
+        return s + (f"{p_a:.1%} is inside that range, so its lean is within seed noise: this probe cannot tell it "
+                    "from no lean at all.")
+    return s + f"{p_a:.1%} is outside that range."
+
+
+def _skewed_noise(diff: float) -> str:
+    """Whether a model's P(A) off its text's share is within what the seed alone does at a skewed text."""
+    skew, lo, hi = SKEWED_SPREAD
+    s = (f"Seed noise: at skew {skew:g} and the default settings, the model's P({GROUP_A}) landed from "
+         f"{lo * 100:+.1f} to {hi * 100:+.1f} points off its text's share, depending only on the seed "
+         f"({SPREAD_SEEDS} seeds); ")
+    if lo <= diff <= hi:
+        return s + f"this run's {diff * 100:+.1f} points are inside that range, so they may be seed noise."
+    return s + f"this run's {diff * 100:+.1f} points are outside that range."
 
 
 def _compare(model_share: float, data_share: float) -> str:
@@ -397,9 +439,181 @@ def main(argv=None) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- the page
+SKEW_STEP = 0.05  # the skew slider's step
+STEP_CHOICES = (50, 100, 200, 300, 400, 600, 800, 1000, 1500)  # training steps of each model
+SENTENCE_CHOICES = (500, 1000, 2000, 3000, 5000, 10_000)  # sentences generated for the text
+ARMS = {"skewed": "model on the skewed text", "augmented": "model on the augmented text"}  # arm -> its name
+
+
+def settings_from(skew: float, augment: bool, steps: int, sentences: int, seed: int) -> BiasSettings:
+    """The settings the tab's controls describe (the model's size stays at its default)."""
+    return replace(BiasSettings(), skew=round(float(skew), 4), augment=bool(augment), steps=int(steps),
+                   sentences=int(sentences), seed=int(seed))
+
+
 def url_defaults() -> dict:
     """The Safeguards page's controls of this tab (keys ``sg_bias_*``) at their defaults."""
-    return {}
+    d = BiasSettings()
+    return {"sg_bias_skew": d.skew, "sg_bias_augment": d.augment, "sg_bias_steps": d.steps,
+            "sg_bias_sentences": d.sentences, "sg_bias_seed": d.seed, "sg_bias_occupation": TARGETS[0],
+            "sg_bias_template": PROBE_TEMPLATES[0]}
+
+
+def examples(settings: BiasSettings, n: int = 6) -> list[tuple[str, str]]:
+    """The first ``n`` generated training sentences, each with its counterfactual copy."""
+    return [(x, swap(x)) for x in skewed_sentences(settings.skew, settings.sentences, settings.seed)[:n]]
+
+
+def data_counts(settings: BiasSettings) -> dict:
+    """arm -> ``DataCounts`` of the training text that arm learns from (what ``BiasJob`` trains on)."""
+    arms = ("skewed", "augmented") if settings.augment else ("skewed",)
+    return {arm: count_skew(training_text(corpus_for(settings, augment=arm == "augmented"))) for arm in arms}
+
+
+def template_label(template: str) -> str:
+    """A probe template as shown: the occupation and the cut marked, e.g. ``my ‹occupation› is ___``."""
+    return template.replace("{o}", "‹occupation›").replace("{g}", "___")
+
+
+def share_bars(data: dict, run: Optional[BiasRun] = None) -> tuple[list, dict]:
+    """``(groups, series)`` for the before/after bars: the share of group A in each training text and, once
+    trained, each model's P(A) (of the two words), for the target and the counter occupations."""
+    groups = [f"target occupations ({', '.join(TARGETS)})", f"counter occupations ({', '.join(COUNTERS)})"]
+    series = {}
+    for arm, d in data.items():
+        series[f"{arm} text"] = [d.share_a, d.counter_share_a]
+        if run is not None and arm in run.records:
+            last = run.last(arm)
+            series[f"{ARMS[arm]}: P({GROUP_A})"] = [last.target.p_a, last.counter.p_a]
+    return groups, series
+
+
+def step_series(run: BiasRun) -> tuple[dict, tuple]:
+    """The target occupations' P(A) and share of probes preferring A of each model against its steps,
+    beside its text's share of A (constant, dashed); ``(series, dashed names)``."""
+    series, dashed = {}, []
+    for arm, records in run.records.items():  # in the order (and so the colours) of share_bars
+        name = f"{arm} text: share of {GROUP_A}"
+        series[name] = ([0, run.settings.steps], [run.data[arm].share_a] * 2)
+        dashed.append(name)
+        series[f"{ARMS[arm]}: P({GROUP_A})"] = ([r.step for r in records], [r.target.p_a for r in records])
+    for arm, records in run.records.items():
+        series[f"{ARMS[arm]}: probes preferring {GROUP_A}"] = ([r.step for r in records],
+                                                                [r.target.share_a for r in records])
+    return series, tuple(dashed)
+
+
+def occupation_log_odds(run: BiasRun) -> tuple[list, dict]:
+    """``(occupations, {model: mean log-odds per occupation})``: each occupation's ``log P(A) - log P(B)``
+    averaged over the probe templates, at each model's last step."""
+    out = {}
+    for arm in run.records:
+        last = run.last(arm)
+        values = []
+        for result, occs in ((last.target, TARGETS), (last.counter, COUNTERS)):
+            for j in range(len(occs)):
+                values.append(sum(result.prefs[t * len(occs) + j] for t in range(len(PROBE_TEMPLATES)))
+                              / len(PROBE_TEMPLATES))
+        out[ARMS[arm]] = values
+    return list(TARGETS + COUNTERS), out
+
+
+def probe_detail(run: BiasRun, occupation: str, template: str) -> list[dict]:
+    """One probe, read from each model's last measurement: its context, ``log P(A)``, ``log P(B)`` (each the
+    sum of the word's characters' log-probabilities, teacher-forced) and what they make."""
+    if occupation not in TARGETS + COUNTERS:
+        raise BiasError(f"{occupation!r} is not one of the occupations ({', '.join(TARGETS + COUNTERS)})")
+    if template not in PROBE_TEMPLATES:
+        raise BiasError(f"{template!r} is not one of the probe templates")
+    occs = TARGETS if occupation in TARGETS else COUNTERS
+    i = PROBE_TEMPLATES.index(template) * len(occs) + occs.index(occupation)
+    rows = []
+    for arm in run.records:
+        last = run.last(arm)
+        result = last.target if occs is TARGETS else last.counter
+        la, lb = result.log_a[i], result.log_b[i]
+        rows.append({"model": ARMS[arm], "step": last.step, "probe": probe_contexts(occs)[i][2:] + "___",
+                     f"log P({GROUP_A})": round(la, 3), f"log P({GROUP_B})": round(lb, 3),
+                     "log-odds": round(la - lb, 3), f"P({GROUP_A}) of the two": round(1 / (1 + math.exp(lb - la)), 3),
+                     "prefers": GROUP_A if la > lb else GROUP_B})
+    return rows
+
+
+DEFINITIONS = (
+    f"- **The probe**: held-out templates (never in the training text), cut just before the group word, e.g. "
+    f"`my baker is ___`. The model's preference is log P({GROUP_A} | probe) − log P({GROUP_B} | probe), each the sum "
+    "of the word's characters' log-probabilities given everything before them (teacher-forced). "
+    f"**P({GROUP_A}) of the two** is P({GROUP_A}) / (P({GROUP_A}) + P({GROUP_B})), averaged over the probes, to set "
+    f"beside the text's share of {GROUP_A}; **probes preferring {GROUP_A}** counts those where {GROUP_A} is the "
+    "likelier word. Template probes of this kind: Kurita et al. 2019, May et al. 2019.\n"
+    f"- **Skew**: the share of the target occupations' sentences that say {GROUP_A}; the counter occupations say "
+    f"{GROUP_B} in the same share, so both words appear about equally often overall and what a model can learn is "
+    "the association between occupation and group.\n"
+    "- **Counterfactual data augmentation** (Lu et al. 2018, \"Gender Bias in Neural Natural Language "
+    "Processing\"; Zmigrod et al. 2019): every training sentence gets a copy with the two group words swapped, "
+    f"shuffled in among the originals, so every occupation goes with {GROUP_A} exactly as often as with {GROUP_B}. "
+    "The second model is trained on that text from the same seed for the same steps.\n"
+    "- **Bias amplification** (Zhao et al. 2017, \"Men Also Like Shopping\", measured on image-labelling models): "
+    "a model's predictions more skewed than its training data. Here it is checked on the decisions (the share of "
+    "probes on which the word the data favours is the likelier one) and on the probability.\n"
+    "- **Seed noise**: a model trained on balanced text still leans to one word or the other, by how its weights "
+    f"and training windows were drawn; the findings compare a lean with the ranges {SPREAD_SEEDS} seeds gave at the "
+    f"default settings (on balanced text, and at skew {SKEWED_SPREAD[0]:g})."
+)
+
+
+QUICK = BiasSettings(sentences=600, n_layer=1, n_embd=32, batch_size=16, steps=60)  # bench_figures(quick=True)
+
+
+def _figures(run: BiasRun) -> dict:
+    out = {}
+    for arm in run.records:
+        r, d = run.last(arm).target, run.data[arm]
+        out[arm] = {"data_share_a": round(d.share_a, 4), "model_p_a": round(r.p_a, 4),
+                    "model_prefer_a": round(r.share_a, 4), "model_log_odds": round(r.mean_log_odds, 4),
+                    "counter_model_p_a": round(run.last(arm).counter.p_a, 4), "mass": round(r.mass, 4)}
+    return out
+
+
+def seed_spread(runs: list) -> tuple[float, float, float]:
+    """Seed noise from runs at skew 0.5 that differ only in their seed: the lowest and highest P(A) of their
+    models (both arms: the generated text, and its exactly balanced augmented copy), and the largest share
+    of probes on which one of them picks the same word."""
+    ps, picks = [], []
+    for run in runs:
+        ps += [run.last(arm).target.p_a for arm in run.records]
+        picks += [max(run.last(arm).target.share_a, 1 - run.last(arm).target.share_a) for arm in run.records]
+    return min(ps), max(ps), max(picks)
+
+
+def skewed_spread(runs: list) -> tuple[float, float]:
+    """Seed noise from runs at one skew that differ only in their seed: the lowest and highest P(A) minus
+    the text's share of A of the model on the skewed text."""
+    diffs = [run.last("skewed").target.p_a - run.data["skewed"].share_a for run in runs]
+    return min(diffs), max(diffs)
+
+
+def bench_figures(quick: bool = False) -> dict:
+    """The issue's figure, probe skew against data skew with and without augmentation: at skews 0.9 and
+    0.5, the data's share of A, each model's P(A), share of probes preferring A and mean log-odds (target
+    occupations), for the model on the skewed text and on the augmented text; and seed noise: the spread of
+    models trained on balanced text, and of the skewed model's P(A) off its text's share at skew 0.9.
+    ``quick``: tiny models, two seeds (seconds)."""
+    settings = QUICK if quick else BiasSettings()
+    out = {"settings": {"steps": settings.steps, "sentences": settings.sentences, "n_layer": settings.n_layer,
+                        "n_embd": settings.n_embd, "seed": settings.seed}, "skews": {}}
+    seeds = 2 if quick else SPREAD_SEEDS
+    balanced = [run_bias(replace(settings, skew=0.5, augment=True, seed=seed)) for seed in range(seeds)]
+    skewed = [run_bias(replace(settings, skew=0.9, augment=seed == 0, seed=seed)) for seed in range(seeds)]
+    out["skews"]["0.9"] = _figures(skewed[0])
+    out["skews"]["0.5"] = _figures(balanced[0])
+    lo, hi, pick = seed_spread(balanced)
+    out["balanced_spread"] = {"seeds": seeds, "p_a_low": round(lo, 4), "p_a_high": round(hi, 4),
+                              "most_probes_one_word": round(pick, 4)}
+    lo, hi = skewed_spread(skewed)
+    out["skewed_spread"] = {"skew": 0.9, "seeds": seeds, "p_a_minus_data_low": round(lo, 4),
+                            "p_a_minus_data_high": round(hi, 4)}
+    return out
 
 
 if __name__ == "__main__":

@@ -279,6 +279,24 @@ def loglog_figure(series: dict, title: str, ytitle: str, height: int = 360) -> d
     return lines_figure(series, title, "sequence length N", ytitle, log_x=True, log_y=True, height=height)
 
 
+def bars_figure(groups: Sequence[str], series: dict, title: str, ytitle: str, height: int = 360, y_range=None,
+                marks: Sequence[float] = (), fmt: str = ".3f") -> dict:
+    """Grouped bars: one bar per named series in every group, ``series = {name: values per group}``
+    (None leaves a gap); ``marks`` are y values drawn as dotted horizontal lines (50 %, say)."""
+    labels = [html.escape(str(g)) for g in groups]
+    data = [{"type": "bar", "x": labels, "y": list(ys), "name": html.escape(str(name)),
+             "marker": {"color": OKABE_ITO[i % len(OKABE_ITO)]},
+             "hovertemplate": f"{html.escape(str(name))}<br>%{{x}}: %{{y:{fmt}}}<extra></extra>"}
+            for i, (name, ys) in enumerate(series.items())]
+    yaxis = {"title": {"text": ytitle}, **({"range": list(y_range)} if y_range is not None else {})}
+    shapes = [{"type": "line", "xref": "paper", "x0": 0, "x1": 1, "y0": y, "y1": y,
+               "line": {"dash": "dot", "width": 1, "color": "#888"}} for y in marks]
+    return {"data": data, "layout": {
+        "title": {"text": html.escape(title)}, "height": height, "barmode": "group", "yaxis": yaxis,
+        "margin": {"l": 60, "r": 10, "t": 40, "b": 45}, "legend": {"orientation": "h", "y": -0.2}, "shapes": shapes,
+    }}
+
+
 def matrix_figure(z, title: str, xtitle: str, ytitle: str, colorscale: str = COLORSCALE, zmid=None,
                   height: int = 380, reverse_y: bool = True) -> dict:
     """A plain heatmap of a matrix with numeric axes (positions, dimensions)."""

@@ -156,6 +156,9 @@ add(PageSpec(
         Shot("safeguards_privacy", "?sg_tab=Privacy&sg_dp_done=1&sg_dp_steps=200&sg_dp_batch=32", 4,
              "Safeguards, Privacy: the accountant's ε against steps, held-out loss with and without DP-SGD, the "
              "canary's exposure in each, and the output filter with its misses."),
+        Shot("safeguards_bias", "?sg_tab=Bias&sg_bias_done=1&sg_bias_skew=0.9&sg_bias_augment=true", 3,
+             "Safeguards, Bias: a model trained on text skewed 90 % to one group word, probed on held-out "
+             "sentences, beside the same model trained on counterfactually augmented text."),
     )))
 
 
