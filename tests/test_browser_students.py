@@ -19,7 +19,7 @@ FINISHED = {"complexity": 4, "positions": 4, "attention_lab": 3, "experts": 4, "
             "memory": 3, "training": 4}  # charts of each page's finished view
 FINISHED_LESSON = {"residuals": 4, "curriculum": 2}  # a lesson that opens another tab of its page
 # The lesson a page is checked with: its first lesson unless named here (the quickest of its page).
-CHEAPEST = {"attention_lab": "windows"}
+CHEAPEST = {"attention_lab": "windows", "experts": "residuals"}
 
 
 def one_lesson_per_page() -> list[str]:
