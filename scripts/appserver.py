@@ -34,7 +34,7 @@ class Server(str):
 
 
 @contextlib.contextmanager
-def app_server(port: int | None = None, timeout: float = 60.0, quiet: bool = True, env: dict | None = None):
+def app_server(port: int | None = None, timeout: float = 120.0, quiet: bool = True, env: dict | None = None):
     """Start ``streamlit run app.py`` on 127.0.0.1 and yield its base URL (a ``Server``: ``.pid``
     is the server's process); stop it afterwards."""
     port = port or free_port()
@@ -83,6 +83,7 @@ def chromium():
 def offline_context(browser, **kw):
     """A browser context that lets through only requests to this machine (and inline data)."""
     context = browser.new_context(**kw)
+    context.set_default_timeout(60_000)  # Playwright's 30 s assumes an idle machine; the tests may share two cores
     blocked: list[str] = []
 
     def route(r):
@@ -101,7 +102,7 @@ def offline_context(browser, **kw):
 IDLE = "[data-testid='stApp'][data-test-script-state='notRunning']"
 
 
-def wait_until_idle(page, timeout: float = 60_000) -> None:
+def wait_until_idle(page, timeout: float = 120_000) -> None:
     """Wait until Streamlit has finished running the script and drawn what it sent, and no job is
     running behind a live view (no progress bar: training, measuring and experiments show one)."""
     deadline = time.time() + timeout / 1000
@@ -119,7 +120,7 @@ DRAWN = ("Array.from(document.querySelectorAll(\"[data-testid='stPlotlyChart']\"
          ".filter(c => c.querySelector('.main-svg') && c.offsetParent !== null).length")
 
 
-def wait_for_charts(page, count: int = 1, timeout: float = 30_000) -> int:
+def wait_for_charts(page, count: int = 1, timeout: float = 60_000) -> int:
     """Wait until plotly has drawn at least ``count`` visible charts (it draws after Streamlit is
     idle); returns how many are drawn."""
     page.wait_for_function(f"{DRAWN} >= {count}", timeout=timeout)

@@ -5,6 +5,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from safetensors.torch import load_file
 
 from explorer.corpus import DATA
 from explorer.model import build_model
-from explorer.train_ddp import DDPError, DDPSettings, max_abs_diff, run_local, single_process
+from explorer.train_ddp import DDPError, DDPSettings, LocalRun, max_abs_diff, run_local, single_process
 
 ROOT = Path(__file__).resolve().parents[1]
 # Float32 rounding is the only difference: the all-reduce adds the two workers' half-batch gradient means in
@@ -94,10 +95,24 @@ def test_dead_worker_is_reported_and_every_worker_ended(settings):
 
 
 def test_hung_worker_hits_the_timeout_and_is_killed(settings):
-    with pytest.raises(DDPError) as info:
-        run_local(replace(settings, hang_rank=1, timeout_s=20))
+    # A short timeout (the launcher's, from the start), polled only once rank 1 has reached its hang: a
+    # loaded machine may take longer than that just to start the workers (importing torch). Rank 0 waits
+    # in the rendezvous for as long, from when it got there, so the launcher's timeout comes first.
+    run = LocalRun(replace(settings, hang_rank=1, timeout_s=8))
+    try:
+        err = run.dir / "rank1.err"
+        for _ in range(1200):  # up to 2 minutes to start
+            if err.exists() and "hanging on purpose" in err.read_text(errors="replace"):
+                break
+            time.sleep(0.1)
+        with pytest.raises(DDPError) as info:
+            while not run.poll(wait_s=1.0):
+                pass
+    finally:
+        run.close()
+        run._dir.cleanup()
     message = str(info.value)
-    assert "hung" in message and "after 20 s" in message
+    assert "hung" in message and "after 8 s" in message
     assert "hanging on purpose" in message  # rank 1 really reached its hang (it never joins; rank 0 waits for it)
     assert_all_gone(info.value.pids)
 

@@ -1,4 +1,5 @@
 """Shareable state, URL notices and lessons, through AppTest."""
+import pytest
 from streamlit.testing.v1 import AppTest
 
 from apptest_helpers import APP, assert_clean, multimodal_busy, plotly_specs, run_until, texts
@@ -80,31 +81,31 @@ def busy(at) -> bool:
     return any(h.active for h in handles) or multimodal_busy(at)
 
 
-def test_every_lesson_opens_its_page_with_its_settings():
-    for lesson_id in LESSONS.names():
-        lesson = LESSONS[lesson_id]
-        assert lesson.page in PAGES, lesson_id
-        assert all(k.startswith(PAGES[lesson.page].prefix) for k in lesson.settings), lesson_id  # keys it owns
-        at = AppTest.from_file(APP, default_timeout=240)
-        at.query_params.update({"lesson": lesson_id, **QUICK[lesson.page]})
-        at.run()
-        # (AppTest shows app.py's own elements on the first run only; a browser shows them on every run)
-        assert any(f"Lesson: {lesson.title}" in m.value for m in at.markdown), lesson_id
-        run_until(at, busy)
-        assert_clean(at)
-        for key, value in lesson.settings.items():
-            if key not in QUICK[lesson.page]:
-                assert at.session_state[key] == value, (lesson_id, key)
-        if lesson.page == "complexity":
-            assert at.session_state["cx_max_n"] == 1024  # the link's explicit value won
-            assert any("Wall time" in sp["layout"].get("title", {}).get("text", "") for sp in plotly_specs(at))
-        if lesson.page == "attention_lab":
-            assert at.session_state["lab_run"].current().step <= 40
-        if lesson.page in ("positions", "experts", "multimodal", "incontext", "training"):
-            assert any("What came out" in m.value for m in at.markdown)
-        if lesson.page == "memory":
-            assert any("What the model forgets" in m.value for m in at.markdown)
-        assert not any("ignored" in w for w in texts(at.warning)), texts(at.warning)
+@pytest.mark.parametrize("lesson_id", LESSONS.names())  # one test each: its own timeout, and a failure names it
+def test_every_lesson_opens_its_page_with_its_settings(lesson_id):
+    lesson = LESSONS[lesson_id]
+    assert lesson.page in PAGES, lesson_id
+    assert all(k.startswith(PAGES[lesson.page].prefix) for k in lesson.settings), lesson_id  # keys it owns
+    at = AppTest.from_file(APP, default_timeout=240)
+    at.query_params.update({"lesson": lesson_id, **QUICK[lesson.page]})
+    at.run()
+    # (AppTest shows app.py's own elements on the first run only; a browser shows them on every run)
+    assert any(f"Lesson: {lesson.title}" in m.value for m in at.markdown), lesson_id
+    run_until(at, busy)
+    assert_clean(at)
+    for key, value in lesson.settings.items():
+        if key not in QUICK[lesson.page]:
+            assert at.session_state[key] == value, (lesson_id, key)
+    if lesson.page == "complexity":
+        assert at.session_state["cx_max_n"] == 1024  # the link's explicit value won
+        assert any("Wall time" in sp["layout"].get("title", {}).get("text", "") for sp in plotly_specs(at))
+    if lesson.page == "attention_lab":
+        assert at.session_state["lab_run"].current().step <= 40
+    if lesson.page in ("positions", "experts", "multimodal", "incontext", "training"):
+        assert any("What came out" in m.value for m in at.markdown)
+    if lesson.page == "memory":
+        assert any("What the model forgets" in m.value for m in at.markdown)
+    assert not any("ignored" in w for w in texts(at.warning)), texts(at.warning)
 
 
 def test_unknown_lesson_is_a_notice():
