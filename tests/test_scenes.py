@@ -2,7 +2,6 @@
 import io
 import itertools
 import random
-import time
 
 import numpy as np
 import pytest
@@ -172,12 +171,15 @@ def test_shapes_differ_square_circle_triangle():
         S.render(make_scene([Thing("circle", "red", 0, 0)]), 1).tobytes()
 
 
-def test_render_is_fast():
+def test_render_reuses_its_shape_masks():
+    """Rendering a batch draws each shape's mask once (what keeps a batch quick; its speed is measured by
+    the multimodal bench, not asserted here): a second pass over the same scenes computes no new mask."""
     scenes = S.batch_scenes("train", 64, 1)
-    S.render(scenes[0])  # warm the mask cache
-    start = time.perf_counter()
-    S.to_tensor([S.render(s, i) for i, s in enumerate(scenes)])
-    assert time.perf_counter() - start < 0.02
+    first = S.to_tensor([S.render(s, i) for i, s in enumerate(scenes)])
+    misses = S._mask.cache_info().misses
+    again = S.to_tensor([S.render(s, i) for i, s in enumerate(scenes)])
+    assert S._mask.cache_info().misses == misses
+    assert (first == again).all()
 
 
 def test_patches_of_cover_the_cell():
