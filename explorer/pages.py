@@ -147,7 +147,12 @@ add(PageSpec(
 add(PageSpec(
     "safeguards", "Safeguards", "pages/safeguards.py", ":material/shield:", "sg_", charts=0,
     reserved=("sg_unc_done", "sg_fb_done", "sg_dp_done", "sg_bias_done"), order=80,
-    defaults="explorer.safeguards:url_defaults", shots=()))
+    defaults="explorer.safeguards:url_defaults", shots=(
+        Shot("safeguards_feedback", "?sg_tab=Feedback&sg_fb_done=1&sg_fb_steps=20", 3,
+             "Safeguards, Feedback: DPO on a character model of Emma preferring fewer letters 'e': the preference "
+             "margin, the KL from the frozen reference and the policy's entropy, the win rate, and samples before "
+             "and after."),
+    )))
 
 
 def reserved_params() -> set[str]:
