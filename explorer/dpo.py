@@ -500,7 +500,7 @@ class DPOJob(Job):
 # ---------------------------------------------------------------------------------------------- the page's runs
 MODES = {"fewer_e": "Fewer letter e (Emma)", "reversal": "Correct reversal (reverse task)",
          "human": "Your own choices"}  # the tab's mode control: name -> label
-BETA_CHOICES = (0.001, 0.01, 0.1, 0.5, 2.0)  # the β control
+BETA_CHOICES = (0.001, 0.01, 0.1, 0.5, 2.0)  # the β control; 0.001 over 100 steps collapses (KL 1.4 nat, measured)
 LR_CHOICES = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)  # the learning-rate control; 1e-1 collapses (measured)
 STEP_CHOICES = (2, 5, 10, 20, 30, 50, 100)  # the DPO steps control
 MIN_CHOICES = 4  # a person's choices needed before DPO runs on them
@@ -803,14 +803,14 @@ def run_to_end(job: Job):
 
 
 COLLAPSE_LR = 1e-1  # the too-large step of the bench's collapse run (the learning-rate control's largest)
-SMALL_BETA = 0.001  # the bench's small-β run (the β control's smallest)
+SMALL_BETA = 0.001  # the bench's small-β run (the β control's smallest): over 100 steps it collapses (KL > 1 nat; measured)
 
 
 def bench_figures(quick: bool = False) -> dict:
     """The issue's figures, measured: the scripted fewer-e preference's win rate against the reference
     before and after DPO and the KL at the end, the same for the reversal preference on the half-trained
-    reverse model, a run with too large a step (its entropy, KL and distinct samples at the end), and a
-    run with the smallest β. ``quick``: tiny base models and runs (seconds), for a test."""
+    reverse model, a run with too large a step (its entropy, KL and distinct samples at the end), and
+    runs of the most steps with the smallest and the default β. ``quick``: tiny base models and runs (seconds), for a test."""
     t0 = time.perf_counter()
     small = dict(base_steps=30, steps=3, eval_samples=16, eval_every=3) if quick else {}
     out: dict = {"quick": quick}
@@ -831,7 +831,10 @@ def bench_figures(quick: bool = False) -> dict:
     run("reversal", mode="reversal")
     r = run("collapse", mode="fewer_e", lr=COLLAPSE_LR)
     out.update(collapse_lr=COLLAPSE_LR, collapse_collapsed=collapsed(r.measurements))
-    r = run("small_beta", mode="fewer_e", beta=SMALL_BETA)
+    long = {} if quick else dict(steps=max(STEP_CHOICES), eval_every=20)  # β's pull shows over many steps
+    r = run("small_beta", mode="fewer_e", beta=SMALL_BETA, **long)
     out.update(small_beta=SMALL_BETA, small_beta_collapsed=collapsed(r.measurements))
+    r = run("default_beta_long", mode="fewer_e", **long)  # the same steps at the default β, to compare
+    out.update(default_beta_long_collapsed=collapsed(r.measurements))
     out["seconds"] = round(time.perf_counter() - t0, 1)
     return out
