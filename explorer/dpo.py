@@ -608,10 +608,10 @@ class BaseJob(Job):
         return self.known()
 
     def progress(self) -> tuple[float, str]:
-        run = self.live()
-        if run is None:
-            return 0.0, "starting the base model"
-        return run.step / max(1, run.total), f"base model: step {run.step}/{run.total}"
+        if self.known() is not None:
+            return 1.0, "base model trained"
+        fraction, what = self.inner.progress()
+        return fraction, f"base model: {what}"
 
     def close(self) -> None:
         self.inner.close()
