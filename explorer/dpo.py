@@ -23,7 +23,8 @@ from __future__ import annotations
 import copy
 import threading
 import time
-from dataclasses import dataclass
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from typing import Callable, Hashable, Optional, Sequence
 
 import torch
@@ -350,6 +351,21 @@ class DPOTrainer:
         self.policy.train()
         return m
 
+    @torch.no_grad()
+    def side_by_side(self, n: int = 6) -> list[tuple[str, str, str]]:
+        """``(prompt, reference sample, policy sample)`` texts of the first ``n`` prompts of every
+        measurement, drawn the way ``measure`` draws them (the same prompts and random draws for both)."""
+        s = self.settings
+        gen = torch.Generator().manual_seed(s.seed + 7919)
+        prompts = self.prompts(gen, s.eval_samples)[:n]
+        noise = gen.get_state()
+        was = self.policy.training
+        mine = sample(self.policy, prompts, s.sample_length, s.temperature, gen)
+        gen.set_state(noise)
+        theirs = sample(self.reference, prompts, s.sample_length, s.temperature, gen)
+        self.policy.train(was)
+        return list(zip(self._texts(prompts), self._texts(theirs), self._texts(mine)))
+
 
 # ------------------------------------------------------------------------------------------ findings
 COLLAPSE_ENTROPY = 0.25  # entropy below this share of the reference's: the policy has (nearly) stopped sampling
@@ -432,6 +448,7 @@ class DPORun:
     findings: list
     seconds: float = 0.0
     finished: bool = False
+    samples: list = field(default_factory=list)  # (prompt, reference, policy) texts at the last measurement
 
 
 class DPOJob(Job):
@@ -443,6 +460,10 @@ class DPOJob(Job):
         self.trainer: Optional[DPOTrainer] = None
         self._live: Optional[DPORun] = None
         self._lock = threading.Lock()
+        self._samples: Optional[tuple[int, list]] = None  # (measurements when drawn, side_by_side())
+
+    def findings(self, trainer: DPOTrainer) -> list[str]:
+        return findings(trainer)
 
     def step(self, slice_s: float) -> bool:
         if self.trainer is None:
@@ -453,8 +474,10 @@ class DPOJob(Job):
         policy = copy.deepcopy(tr.policy).eval()
         for p in policy.parameters():
             p.requires_grad_(False)
+        if self._samples is None or self._samples[0] != len(tr.measurements):  # new weights measured: new samples
+            self._samples = (len(tr.measurements), tr.side_by_side())
         run = DPORun(policy, tr.step_count, tr.settings.steps, list(tr.history), list(tr.measurements),
-                     findings(tr), tr.seconds, tr.done)
+                     self.findings(tr), tr.seconds, tr.done, self._samples[1])
         with self._lock:
             self._live = run
         return tr.done
@@ -474,7 +497,344 @@ class DPOJob(Job):
         self.trainer = None
 
 
-# ---------------------------------------------------------------------------------------------- the page
+# ---------------------------------------------------------------------------------------------- the page's runs
+MODES = {"fewer_e": "Fewer letter e (Emma)", "reversal": "Correct reversal (reverse task)",
+         "human": "Your own choices"}  # the tab's mode control: name -> label
+BETA_CHOICES = (0.001, 0.01, 0.1, 0.5, 2.0)  # the β control; 0.001 over 100 steps collapses (KL 1.4 nat, measured)
+LR_CHOICES = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)  # the learning-rate control; 1e-1 collapses (measured)
+STEP_CHOICES = (2, 5, 10, 20, 30, 50, 100)  # the DPO steps control
+MIN_CHOICES = 4  # a person's choices needed before DPO runs on them
+TEXT_PROMPT = 16  # characters of Emma before each sampled continuation
+TEXT_SAMPLE = 12  # characters of each continuation
+TEXT_BASE_STEPS = 150  # training steps of the Emma base model (seeded, shared by every run on it)
+REVERSE_LENGTH = 6  # letters of each reverse-task input
+REVERSE_BASE_STEPS = 100  # training steps of the reverse base model: stopped early, so about half its answer letters are right
+BASE_SEED = 0  # seeds both base models: one base per mode, whatever the DPO seed
+
+
+@dataclass(frozen=True)
+class FeedbackSettings:
+    """One run of the Feedback tab: which base model and preference, and the DPO settings."""
+    mode: str = "fewer_e"  # a name in MODES: scripted fewer-e on Emma, scripted reversal, or a person's choices
+    beta: float = 0.1  # β of the DPO loss
+    lr: float = 1e-3  # Adam's learning rate of the DPO steps
+    steps: int = 30  # DPO steps
+    seed: int = 0  # seeds the DPO run's prompts, samples and measurements (never the base model)
+    base_steps: int = 0  # training steps of the base model; 0: the mode's own (TEXT_/REVERSE_BASE_STEPS)
+    eval_samples: int = 64  # prompts per measurement
+    eval_every: int = 5  # DPO steps between measurements
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise PreferenceError(f"mode = {self.mode!r}: choose one of {', '.join(MODES)}")
+        if self.base_steps < 0:
+            raise PreferenceError(f"base_steps = {self.base_steps}: must be 0 (the mode's own) or more")
+        self.dpo()  # its own checks
+
+    @property
+    def task_mode(self) -> bool:
+        return self.mode == "reversal"
+
+    @property
+    def preference(self) -> str:
+        """The scripted preference: the mode's own, or fewer-e to measure a person's choices by."""
+        return "reversal" if self.task_mode else "fewer_e"
+
+    def dpo(self) -> DPOSettings:
+        return DPOSettings(beta=self.beta, lr=self.lr, steps=self.steps, seed=self.seed,
+                           sample_length=REVERSE_LENGTH if self.task_mode else TEXT_SAMPLE,
+                           eval_every=self.eval_every, eval_samples=self.eval_samples)
+
+
+def text_base_settings(corpus, steps: int = 0):
+    """The Emma base model: 1 block, width 64, context 32, seeded (``explorer.textlm``'s training)."""
+    from . import textlm
+
+    return textlm.settings_for(corpus, n_layer=1, n_head=4, n_embd=64, context=32, batch_size=16, lr=1e-2,
+                               warmup=20, steps=steps or TEXT_BASE_STEPS, every=steps or TEXT_BASE_STEPS,
+                               seed=BASE_SEED)
+
+
+def reverse_base_settings(steps: int = 0):
+    """The half-trained reverse model: the Attention Lab's training, stopped after a few steps."""
+    from .lab import LabSettings
+
+    return LabSettings(task="reverse", length=REVERSE_LENGTH, n_layer=1, n_head=2, n_embd=32,
+                       steps=steps or REVERSE_BASE_STEPS, seed=BASE_SEED, until_learned=False)
+
+
+_BASES: "OrderedDict[Hashable, object]" = OrderedDict()  # finished base runs (TrainedRun) of this process, by key
+_BASES_LOCK = threading.Lock()
+KEEP_BASES = 6  # finished base models kept per process
+
+
+class BaseJob(Job):
+    """A base model's training (the Training page's or the Attention Lab's own ``TrainJob``), kept
+    once finished in this process's store of bases, so every DPO run on it starts from the same
+    weights without training them again."""
+
+    def __init__(self, settings: FeedbackSettings):
+        from . import lab, textlm
+        from .corpus import builtin
+
+        if settings.task_mode:
+            self.inner = lab.training_job(reverse_base_settings(settings.base_steps))
+            self.what = f"the reverse task ({REVERSE_LENGTH} letters), stopped early"
+        else:
+            self.inner = textlm.training_job(text_base_settings(builtin(), settings.base_steps), builtin())
+            self.what = "Emma, character by character"
+        self.key = ("dpo-base",) + tuple(self.inner.key)  # == base_key(settings)
+        self.title, self.peak_bytes = f"training the base model on {self.what}", self.inner.peak_bytes
+
+    def known(self):
+        with _BASES_LOCK:
+            return _BASES.get(self.key)
+
+    def step(self, slice_s: float) -> bool:
+        if self.known() is not None:
+            return True
+        if not self.inner.step(slice_s):
+            return False
+        with _BASES_LOCK:
+            _BASES[self.key] = self.inner.result()
+            while len(_BASES) > KEEP_BASES:
+                _BASES.popitem(last=False)
+        return True
+
+    def live(self):
+        return self.known() or self.inner.live()
+
+    def result(self):
+        return self.known()
+
+    def progress(self) -> tuple[float, str]:
+        if self.known() is not None:
+            return 1.0, "base model trained"
+        fraction, what = self.inner.progress()
+        return fraction, f"base model: {what}"
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def base_key(settings: FeedbackSettings) -> tuple:
+    """The key of ``BaseJob(settings)`` (the base model's full settings), without making the job."""
+    from .corpus import builtin
+
+    if settings.task_mode:
+        return ("dpo-base", "lab", reverse_base_settings(settings.base_steps))
+    return ("dpo-base", "textlm", text_base_settings(builtin(), settings.base_steps))
+
+
+def feedback_key(settings: FeedbackSettings, choices: tuple = ()) -> tuple:
+    """The key of ``FeedbackJob(settings, choices)``: the full settings, the base's and the choices."""
+    return ("feedback", settings, base_key(settings), tuple(choices) if settings.mode == "human" else ())
+
+
+def choices_needed(count: int) -> Optional[str]:
+    """Why a person's choices cannot train yet (too few), or None."""
+    if count >= MIN_CHOICES:
+        return None
+    more = MIN_CHOICES - count
+    return (f"{count} choice{'' if count == 1 else 's'} so far: {more} more {'is' if more == 1 else 'are'} needed "
+            f"before DPO can run (at least {MIN_CHOICES})")
+
+
+def draw_pair(model: GPT, seed: int, index: int) -> tuple[str, str, str]:
+    """Pair ``index`` of a person's comparisons: an Emma prompt of ``TEXT_PROMPT`` characters and two
+    different continuations of ``TEXT_SAMPLE`` sampled from ``model`` (temperature 1), seeded by
+    ``(seed, index)``; equal continuations are drawn again."""
+    from .corpus import builtin
+
+    corpus = builtin()
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + index)
+    prompt = corpus_prompts(corpus, TEXT_PROMPT)(gen, 1)
+    a = sample(model, prompt, TEXT_SAMPLE, 1.0, gen)
+    for _ in range(20):
+        b = sample(model, prompt, TEXT_SAMPLE, 1.0, gen)
+        if not torch.equal(a, b):
+            break
+    tok = corpus.tokenizer
+    return tok.decode(prompt[0]), tok.decode(a[0]), tok.decode(b[0])
+
+
+def shown(text: str) -> str:
+    """Sample text for a table cell: new lines and tabs made visible (the text is data, never markup)."""
+    return text.replace("\n", "⏎").replace("\t", "⇥")
+
+
+def mode_findings(settings: FeedbackSettings, choices: tuple = ()) -> list[str]:
+    """What is measured in this mode, said before the run's findings."""
+    if settings.mode != "human":
+        return []
+    return [f"DPO trained on your {len(choices)} choices, every step on all of them. There is no rule behind your "
+            "choices the page can score, so the win rate is measured under the scripted 'Fewer letter e' rule: "
+            "it rises only as far as your choices happened to prefer fewer e's."]
+
+
+class FeedbackJob(DPOJob):
+    """The Feedback tab's run: the base model (``BaseJob``, trained once per process and shared),
+    then DPO on a copy of it against a frozen copy. Its key is the full settings (with a person's
+    choices in human mode), so the same run is computed once per server."""
+
+    def __init__(self, settings: FeedbackSettings, choices: tuple = ()):
+        if settings.mode == "human":
+            need = choices_needed(len(choices))
+            if need:
+                raise PreferenceError(need)
+        self.settings, self.choices = settings, tuple(choices)
+        self.base = BaseJob(settings)
+        super().__init__(feedback_key(settings, self.choices),
+                         f"DPO on the base model ({MODES[settings.mode]})", self._make,
+                         self.base.peak_bytes + 64e6)
+
+    def _make(self) -> DPOTrainer:
+        from .corpus import builtin
+        from .tasks import TASKS
+
+        model = self.base.result().model
+        s = self.settings
+        if s.task_mode:
+            task = TASKS["reverse"]
+            return DPOTrainer(model, task.tokenizer, task_prompts(task, REVERSE_LENGTH), "reversal", s.dpo())
+        corpus = builtin()
+        human = HumanPairs(self.choices) if s.mode == "human" else None
+        return DPOTrainer(model, corpus.tokenizer, corpus_prompts(corpus, TEXT_PROMPT), "fewer_e", s.dpo(), human)
+
+    def findings(self, trainer: DPOTrainer) -> list[str]:
+        return mode_findings(self.settings, self.choices) + findings(trainer)
+
+    def step(self, slice_s: float) -> bool:
+        if self.trainer is None and self.base.result() is None:
+            self.base.step(slice_s)
+            return False  # the next slice builds the DPO run
+        return super().step(slice_s)
+
+    def progress(self) -> tuple[float, str]:
+        if self.live() is None:
+            return self.base.progress()
+        return super().progress()
+
+    def close(self) -> None:
+        super().close()
+        self.base.close()
+
+
+# ---------------------------------------------------------------------------------------------- the page's views
+NO_PAIRS = "no pair"
+
+
+def _gaps(values):
+    return [None if v != v else v for v in values]  # NaN (a step with no pair) leaves a gap
+
+
+def margin_series(run: DPORun) -> dict:
+    """The mean implicit-reward margin and the reward accuracy of every step's pairs."""
+    steps = [h["step"] for h in run.history]
+    return {"preference margin": (steps, _gaps([h["margin"] for h in run.history])),
+            "reward accuracy": (steps, _gaps([h["reward_accuracy"] for h in run.history]))}
+
+
+def divergence_series(run: DPORun) -> dict:
+    """KL(policy || reference) and the policy's entropy (nats per token) at every measurement."""
+    steps = [m.step for m in run.measurements]
+    return {"KL(policy ‖ reference)": (steps, [m.kl for m in run.measurements]),
+            "policy entropy": (steps, [m.entropy for m in run.measurements])}
+
+
+def win_series(run: DPORun) -> dict:
+    """The policy's win rate against the reference at every measurement, and one half (no change)."""
+    steps = [m.step for m in run.measurements]
+    return {"win rate against the reference": (steps, [m.win_rate for m in run.measurements]),
+            "distinct samples": (steps, [m.distinct for m in run.measurements]),
+            "one half (no change)": ([0, max(steps[-1], run.total)], [0.5, 0.5])}
+
+
+def definitions(settings: FeedbackSettings) -> list[str]:
+    """The tab's definitions, one sentence (or two) each."""
+    s = settings.dpo()
+    return [
+        "**DPO loss** (Rafailov et al. 2023): for each pair, take how much more likely the policy makes the "
+        "chosen completion than the reference does (the log-ratio), subtract the same for the rejected one, "
+        "multiply by β, and take minus the log of the sigmoid of that; the loss is the mean over the pairs. "
+        "No reward model is trained and no reinforcement learning is run.",
+        "**The reference** is a frozen copy of the base model (no gradients, never updated); the **policy** "
+        "starts as another copy and is the only one trained.",
+        "**β** sets how far each log-ratio counts: the implicit reward of a completion is β times its "
+        "log-ratio. The loss stops pushing a pair once its margin is large, and a larger β gets there with "
+        "less movement away from the reference; a small β keeps pushing (the KL penalty of RLHF that DPO "
+        "solves for is weighted by β).",
+        "**Preference margin**: the chosen completion's implicit reward minus the rejected one's, averaged over "
+        "a step's pairs; **reward accuracy**: the share of those pairs where the chosen one's reward is higher.",
+        f"**KL(policy ‖ reference)**: on {s.eval_samples} fresh policy samples, at each position the exact KL "
+        "divergence of the policy's next-token distribution from the reference's, averaged over positions, in "
+        "nats per token; 0 means the same model. **Entropy**: the policy's own uncertainty there, in nats.",
+        f"**Win rate**: on the same {s.eval_samples} prompts, the policy and the reference each write a sample "
+        "with the same random draws; the scripted preference scores both; a win counts 1, a tie one half. At "
+        "step 0 the two models are equal, so it starts at exactly one half.",
+        f"**Collapse** (what this page counts as such): the policy's entropy under {COLLAPSE_ENTROPY:.0%} of the "
+        f"start's (not for reversal, which has one right answer), or KL over {COLLAPSE_KL:g} nat per token.",
+    ]
+
+
 def url_defaults() -> dict:
     """The Safeguards page's controls of this tab (keys ``sg_fb_*``) at their defaults."""
-    return {}
+    d = FeedbackSettings()
+    return {"sg_fb_mode": MODES[d.mode], "sg_fb_beta": d.beta, "sg_fb_lr": d.lr, "sg_fb_steps": d.steps,
+            "sg_fb_seed": d.seed}
+
+
+def settings_from(values: dict) -> FeedbackSettings:
+    """Settings from the tab's control values (``url_defaults``'s keys); ``PreferenceError`` says what is wrong."""
+    label_to_mode = {label: name for name, label in MODES.items()}
+    mode = label_to_mode.get(values["sg_fb_mode"])
+    if mode is None:
+        raise PreferenceError(f"mode {values['sg_fb_mode']!r}: choose one of {', '.join(MODES.values())}")
+    return FeedbackSettings(mode=mode, beta=float(values["sg_fb_beta"]), lr=float(values["sg_fb_lr"]),
+                            steps=int(values["sg_fb_steps"]), seed=int(values["sg_fb_seed"]))
+
+
+# ---------------------------------------------------------------------------------------------- the bench
+def run_to_end(job: Job):
+    """Run a job in this thread to its end (scripts and the bench); its result."""
+    while not job.step(1.0):
+        pass
+    return job.result()
+
+
+COLLAPSE_LR = 1e-1  # the too-large step of the bench's collapse run (the learning-rate control's largest)
+SMALL_BETA = 0.001  # the bench's small-β run (the β control's smallest): over 100 steps it collapses (KL > 1 nat; measured)
+
+
+def bench_figures(quick: bool = False) -> dict:
+    """The issue's figures, measured: the scripted fewer-e preference's win rate against the reference
+    before and after DPO and the KL at the end, the same for the reversal preference on the half-trained
+    reverse model, a run with too large a step (its entropy, KL and distinct samples at the end), and
+    runs of the most steps with the smallest and the default β. ``quick``: tiny base models and runs (seconds), for a test."""
+    t0 = time.perf_counter()
+    small = dict(base_steps=30, steps=3, eval_samples=16, eval_every=3) if quick else {}
+    out: dict = {"quick": quick}
+
+    def run(name: str, **fields) -> DPORun:
+        r = run_to_end(FeedbackJob(FeedbackSettings(**(small | fields))))
+        first, last = r.measurements[0], r.measurements[-1]
+        out.update({f"{name}_win_before": first.win_rate, f"{name}_win_after": last.win_rate,
+                    f"{name}_score_before": first.policy_score, f"{name}_score_after": last.policy_score,
+                    f"{name}_kl_end": last.kl, f"{name}_entropy_start": first.entropy,
+                    f"{name}_entropy_end": last.entropy, f"{name}_distinct_end": last.distinct,
+                    f"{name}_steps": last.step})
+        return r
+
+    d = FeedbackSettings()
+    out.update(beta=d.beta, lr=d.lr)
+    run("fewer_e", mode="fewer_e")
+    run("reversal", mode="reversal")
+    r = run("collapse", mode="fewer_e", lr=COLLAPSE_LR)
+    out.update(collapse_lr=COLLAPSE_LR, collapse_collapsed=collapsed(r.measurements))
+    long = {} if quick else dict(steps=max(STEP_CHOICES), eval_every=20)  # β's pull shows over many steps
+    r = run("small_beta", mode="fewer_e", beta=SMALL_BETA, **long)
+    out.update(small_beta=SMALL_BETA, small_beta_collapsed=collapsed(r.measurements))
+    r = run("default_beta_long", mode="fewer_e", **long)  # the same steps at the default β, to compare
+    out.update(default_beta_long_collapsed=collapsed(r.measurements))
+    out["seconds"] = round(time.perf_counter() - t0, 1)
+    return out

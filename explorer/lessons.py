@@ -168,6 +168,17 @@ _add(Lesson(
 ))
 #
 # safeguards lesson: feedback
+_add(Lesson(
+    "feedback", "Learning from feedback", "safeguards",
+    {"sg_tab": "Feedback", "sg_fb_mode": "Fewer letter e (Emma)"},
+    autorun=True,
+    explanation="A small character model learns Emma, then DPO fine-tunes a copy of it on pairs of its own samples, "
+                "preferring the one with fewer letters 'e', while a frozen copy (the reference) stays as it was. "
+                "Watch the **win rate** against the reference and the **KL** from it as the steps go; at the end "
+                "compare the samples before and after, and read what came out. Then set the **learning rate** to its "
+                "largest and run again: the page measures the entropy, the KL and the distinct samples, and says "
+                "whether the policy collapsed.",
+))
 #
 # safeguards lesson: privacy
 _DP = DPSettings()

@@ -153,6 +153,10 @@ add(PageSpec(
              "shaded by the entropy of each draw, uncertain characters flagged; its reliability diagram on held-out "
              "text, ECE and NLL against temperature with the fitted T marked, and temperature scaling before and "
              "after."),
+        Shot("safeguards_feedback", "?sg_tab=Feedback&sg_fb_done=1&sg_fb_steps=20", 3,
+             "Safeguards, Feedback: DPO on a character model of Emma preferring fewer letters 'e': the preference "
+             "margin, the KL from the frozen reference and the policy's entropy, the win rate, and samples before "
+             "and after."),
         Shot("safeguards_privacy", "?sg_tab=Privacy&sg_dp_done=1&sg_dp_steps=200&sg_dp_batch=32", 4,
              "Safeguards, Privacy: the accountant's ε against steps, held-out loss with and without DP-SGD, the "
              "canary's exposure in each, and the output filter with its misses."),
