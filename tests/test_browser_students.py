@@ -14,12 +14,14 @@ QUICK = {"complexity": "&cx_max_n=1024&cx_repeats=1", "positions": "&pe_steps=50
          "incontext": "&icl_steps=250", "memory": "",
          # a tiny model on the first tab's keys, and a short curriculum comparison (lesson ``curriculum``)
          "training": "&tr_layers=1&tr_heads=2&tr_width=32&tr_context=16&tr_batch=16&tr_steps=100"
-                     "&tr_cur_steps=30&tr_cur_length=32&tr_cur_start=8"}
+                     "&tr_cur_steps=30&tr_cur_length=32&tr_cur_start=8",
+         "safeguards": "&sg_unc_steps=10&sg_unc_windows=32&sg_unc_chars=50&sg_dp_steps=10&sg_dp_batch=8"
+                       "&sg_bias_steps=50&sg_bias_sentences=500&sg_fb_steps=2"}
 FINISHED = {"complexity": 4, "positions": 4, "attention_lab": 3, "experts": 4, "multimodal": 3, "incontext": 5,
-            "memory": 3, "training": 4}  # charts of each page's finished view
-FINISHED_LESSON = {"residuals": 4, "curriculum": 2}  # a lesson that opens another tab of its page
+            "memory": 3, "training": 4, "safeguards": 2}  # charts of each page's finished view
+FINISHED_LESSON = {"residuals": 4, "curriculum": 2, "privacy": 4, "bias": 3}  # a lesson that opens another tab of its page
 # The lesson a page is checked with: its first lesson unless named here (the quickest of its page).
-CHEAPEST = {"attention_lab": "windows", "experts": "residuals"}
+CHEAPEST = {"attention_lab": "windows", "experts": "residuals", "safeguards": "privacy"}
 
 
 def one_lesson_per_page() -> list[str]:

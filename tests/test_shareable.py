@@ -68,16 +68,21 @@ QUICK = {  # lessons that train, measure or run: made quick for the test; a valu
     "incontext": {"icl_steps": "250"},
     "memory": {},
     "training": {"tr_cur_steps": "30", "tr_cur_length": "32", "tr_cur_start": "8"},
+    "safeguards": {"sg_unc_steps": "10", "sg_unc_windows": "32", "sg_unc_chars": "50", "sg_dp_steps": "10",
+                   "sg_dp_batch": "8", "sg_bias_steps": "50", "sg_bias_sentences": "500", "sg_fb_steps": "2"},
 }
 
 
 def busy(at) -> bool:
     s = at.session_state
     handles = [s[k] for k in ("cx_handle", "moe_handle", "moe_res_handle", "icl_handle", "mem_handle", "tr_handle",
-                                  "tr_cur_handle", "tr_prec_handle", "tr_ddp_handle") if k in s] + list(
+                                  "tr_cur_handle", "tr_prec_handle", "tr_ddp_handle", "sg_unc_train", "sg_unc_cal",
+                                  "sg_dp_handle", "sg_bias_handle", "sg_fb_handle", "sg_fb_base_handle") if k in s] + list(
         s["pe_handles"] if "pe_handles" in s else [])
     if "lab_run" in s:
         return s["lab_run"].training
+    if "sg_unc_train" in s and "sg_unc_cal" not in s:  # trained, its calibration not started yet
+        return True
     return any(h.active for h in handles) or multimodal_busy(at)
 
 
@@ -101,7 +106,7 @@ def test_every_lesson_opens_its_page_with_its_settings(lesson_id):
         assert any("Wall time" in sp["layout"].get("title", {}).get("text", "") for sp in plotly_specs(at))
     if lesson.page == "attention_lab":
         assert at.session_state["lab_run"].current().step <= 40
-    if lesson.page in ("positions", "experts", "multimodal", "incontext", "training"):
+    if lesson.page in ("positions", "experts", "multimodal", "incontext", "training", "safeguards"):
         assert any("What came out" in m.value for m in at.markdown)
     if lesson.page == "memory":
         assert any("What the model forgets" in m.value for m in at.markdown)
