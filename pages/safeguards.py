@@ -3,7 +3,7 @@ data, mitigates bias" come to at small scale, each run live on a model trained h
 does and what it cannot do."""
 import streamlit as st
 
-from explorer import bias, figures, safeguards
+from explorer import bias, corpus as texts, dpo, figures, privacy, safeguards, textlm, uncertainty
 from explorer.figures import md_escape
 import ui
 
@@ -13,8 +13,6 @@ DEFAULTS = safeguards.url_defaults()
 
 
 # ---------------------------------------------------------------------------------------------- uncertainty
-from explorer import corpus as unc_texts, figures as unc_figures, textlm as unc_textlm, uncertainty  # noqa: E402
-
 UNC = uncertainty.DEFAULTS
 
 
@@ -56,7 +54,7 @@ def uncertainty_controls(disabled: bool = False) -> dict:
 
 
 def uncertainty_start(settings, corpus) -> None:
-    ui.start_job("sg_unc_train", unc_textlm.training_job(settings, corpus))
+    ui.start_job("sg_unc_train", textlm.training_job(settings, corpus))
 
 
 def uncertainty_tab() -> None:
@@ -65,7 +63,7 @@ def uncertainty_tab() -> None:
                 "above a threshold are flagged. On held-out text, a **reliability diagram** checks whether its "
                 "confidence matches how often it is right, and **temperature scaling** (Guo et al. 2017) is fitted on "
                 "one half of that text and judged on the other.")
-    corpus = unc_texts.builtin()
+    corpus = texts.builtin()
     intro = st.container()
     values = uncertainty_controls()
     settings = uncertainty.model_settings(corpus, int(values["steps"]))
@@ -140,7 +138,7 @@ def uncertainty_text(model, model_key, corpus, values: dict, who: str) -> None:
                                              float(values["temperature"])),
                           lambda: uncertainty.write(model, corpus, values["prompt"], int(values["chars"]),
                                                     float(values["temperature"]), 0.0))
-    except (unc_textlm.PromptError, uncertainty.UncertaintyError) as e:
+    except (textlm.PromptError, uncertainty.UncertaintyError) as e:
         st.warning(f"Nothing written: {md_escape(str(e))}.", icon=":material/edit_off:")
         return
     infos = uncertainty.flagged_at(infos, threshold)
@@ -158,13 +156,13 @@ def uncertainty_calibration(m, m_key, values: dict, who: str) -> None:
     t = float(values["rel_t"])
     rel = ui.cached("sg_unc_rel", (m_key, t), lambda: m.reliability(t))
     c1, c2 = st.columns(2)
-    ui.chart(unc_figures.reliability_figure(rel.edges, rel.confidence, rel.accuracy, rel.counts,
+    ui.chart(figures.reliability_figure(rel.edges, rel.confidence, rel.accuracy, rel.counts,
                                             f"reliability at T = {t:g} ({who}): ECE {rel.ece:.4f}"),
              "sg_unc_reliability_chart",
              f"Reliability diagram of {uncertainty_name(who)} at temperature {t:g}: accuracy per confidence bin "
              "against the diagonal, with bin counts.", slot=c1)
     r = m.report
-    ui.chart(unc_figures.temperature_figure(m.grid, m.grid_ece, m.grid_nll, r.fitted_t,
+    ui.chart(figures.temperature_figure(m.grid, m.grid_ece, m.grid_nll, r.fitted_t,
                                             f"ECE and NLL against temperature ({who})"),
              "sg_unc_ece_chart",
              f"ECE and NLL of {uncertainty_name(who)} on the test predictions against the temperature, the "
@@ -186,9 +184,6 @@ def uncertainty_definitions() -> None:
 
 
 # ---------------------------------------------------------------------------------------------- feedback
-from explorer import dpo, figures  # noqa: E402  (this tab's library)
-
-
 def feedback_controls() -> dict:
     """This tab's controls (drawn even while another tab is open: a link's values are kept)."""
     modes = list(dpo.MODES.values())
@@ -270,7 +265,7 @@ def feedback_choices(settings) -> tuple:
     for i, (prompt, a, b, choice) in enumerate(choices):
         chosen, rejected = (a, b) if choice == "a" else (b, a)
         c_t, c_r = st.columns([8, 1])
-        c_t.markdown(f"{i + 1}\. after “{md_escape(dpo.shown(prompt))}”: **{md_escape(dpo.shown(chosen))}** "
+        c_t.markdown(f"{i + 1}\\. after “{md_escape(dpo.shown(prompt))}”: **{md_escape(dpo.shown(chosen))}** "
                      f"over {md_escape(dpo.shown(rejected))}")
         c_r.button("Remove", key=f"sg_fb_rm_{i}", on_click=feedback_remove, args=(i,))
     if choices:
@@ -361,9 +356,6 @@ def feedback_tab() -> None:
 
 
 # ---------------------------------------------------------------------------------------------- privacy
-from explorer import figures, privacy  # noqa: E402  (this tab's library; imported here to keep the sections apart)
-
-
 def privacy_controls(box: bool = True) -> privacy.PrivacySettings:
     """This tab's controls (drawn even while another tab is open: a link's values are kept); ``box``:
     the filter's text box too (the open tab draws it further down)."""
@@ -587,11 +579,12 @@ def bias_data(settings, data: dict) -> None:
     with st.expander("The training text and the probe", icon=":material/description:", expanded=True):
         c1, c2 = st.columns(2)
         pairs = bias.examples(settings)
-        c1.markdown("**Training sentences** (the first six generated)")
+        c1.markdown(f"**Training sentences** (the first {len(pairs)} generated)")
         c1.code("\n".join(a for a, _ in pairs), language=None)
         c2.markdown("**Their counterfactual copies** (the group word swapped)")
         c2.code("\n".join(b for _, b in pairs), language=None)
-        st.markdown("**Counted in the training text** (the first 90 % of it; the model learns from that part):")
+        st.markdown(f"**Counted in the training text** (the first {1 - texts.HELD_OUT:.0%} of it; the model learns from "
+                    "that part):")
         st.table({"text": list(data), "target sentences": [d.a + d.b for d in data.values()],
                   "target: share saying zim": [f"{d.share_a:.1%}" for d in data.values()],
                   "counter sentences": [d.counter_a + d.counter_b for d in data.values()],
@@ -672,8 +665,8 @@ def bias_tab() -> None:
     occupation, template = bias_probe_controls(disabled=not finished_view)
     if finished_view:
         st.dataframe(bias.probe_detail(run, occupation, template), hide_index=True, key="sg_bias_probe_table")
-        st.caption("Each log-probability is the sum over the word's three characters of the model's log-probability "
-                   "of that character given the probe and the characters before it (teacher-forced).")
+        st.caption(f"Each log-probability is the sum over the word's {len(bias.GROUP_A)} characters of the model's "
+                   "log-probability of that character given the probe and the characters before it (teacher-forced).")
     else:
         st.caption("When a run finishes (or you stop it), pick an occupation and a template to read log P(zim) and "
                    "log P(vor) from each model.")

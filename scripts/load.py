@@ -8,6 +8,7 @@ ForwardMsg, as the browser's frontend speaks it, without drawing anything).
     python scripts/load.py --scenario incontext --sessions 10 --steps 250 [--distinct-seeds]
     python scripts/load.py --scenario memory --sessions 10 [--distinct-seeds]
     python scripts/load.py --scenario training --sessions 10 --steps 100 [--distinct-seeds]
+    python scripts/load.py --scenario safeguards --sessions 10 --steps 50 [--distinct-seeds]
 
 ``controls`` (the default): N sessions open the Attention Lab at once; each types its own input,
 then changes the head count and attention kind a few times. Reported: completions, p50/p95 of the
@@ -49,7 +50,7 @@ from explorer.jobs import default_budget  # noqa: E402
 from scripts.appserver import app_server  # noqa: E402
 
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
-WIDGETS = ("selectbox", "text_input", "slider", "number_input", "select_slider", "button", "multiselect",
+WIDGETS = ("selectbox", "text_input", "text_area", "slider", "number_input", "select_slider", "button", "multiselect",
            "radio", "toggle", "checkbox")
 # the largest sweep the Complexity page allows (its controls' maxima), forward and backward
 BIGGEST_SWEEP = {"cx_max_n": "65536", "cx_width": "256", "cx_heads": "16", "cx_pass": "forward+backward",
@@ -352,6 +353,10 @@ TRAIN_PAGES = {
     "training": TrainPage("training", "tr_layers=1&tr_heads=2&tr_width=32&tr_context=16&tr_batch=16&tr_steps={steps}"
                           "&tr_seed={seed}", "tr_train", "Trained {steps} of {steps} steps",
                           ("tr_prompt", "string_value", "Harriet said"), "Harriet said"),  # --steps: 100, 250, 500, ...
+    "safeguards": TrainPage("safeguards", "sg_tab=Privacy&sg_dp_steps={steps}&sg_dp_batch=8&sg_dp_seed={seed}",
+                            "sg_dp_go", "Finished after {steps} of {steps} steps each.",
+                            ("sg_dp_text", "string_value", "write to ann@example.org"), "[REDACTED]"),
+    # DP-SGD against plain training on the Privacy tab, then the output filter; --steps: 10, 25, 50, 100, ...
 }
 
 

@@ -2,6 +2,7 @@
 before training against the accountant, a tiny run opened from a link and run to the end through the
 scheduler, Stop, impossible settings, the output filter on typed text, the lesson, and the bench."""
 import dataclasses
+import json
 import math
 
 import pytest
@@ -9,7 +10,7 @@ from streamlit.testing.v1 import AppTest
 
 import apptest_helpers as helpers
 from apptest_helpers import assert_clean, plotly_specs, run_until, texts
-from explorer import accountant, privacy
+from explorer import accountant, bench, privacy
 from explorer.corpus import builtin
 from explorer.figures import md_escape
 
@@ -174,8 +175,13 @@ def test_the_privacy_lesson_opens_the_tab_and_starts_the_default_run():
     handle.release(at.session_state["_holder"])  # the default comparison takes most of a minute: not run here
 
 
-def test_bench_figures_quick():
-    f = privacy.bench_figures(quick=True)
+def test_bench_figures_quick(tmp_path):
+    """``python -m explorer.bench safeguards --only privacy --quick --json``: the module's figures, written."""
+    out = tmp_path / "safeguards.json"
+    bench.main(["safeguards", "--only", "privacy", "--quick", "--json", str(out)])
+    written = json.loads(out.read_text())
+    assert written["quick"] is True and set(written) == {"device", "threads", "quick", "privacy"}
+    f = written["privacy"]
     assert f["steps"] == 20 and f["sigma"] == 1.0 and f["delta"] == 1e-5
     assert f["epsilon"] == pytest.approx(accountant.epsilon(16 / 1127, 1.0, 20, 1e-5), abs=1e-4)
     assert 0 <= f["exposure_dp_bits"] <= f["exposure_max_bits"] == pytest.approx(math.log2(6 ** 5))
