@@ -6,7 +6,6 @@ import re
 
 from playwright.sync_api import expect
 
-from test_browser_students import visit
 from scripts.appserver import DRAWN, offline_context, steps_seen, wait_for_charts, wait_until_idle
 
 TINY = "tr_layers=1&tr_heads=2&tr_width=32&tr_context=16&tr_batch=16&tr_lr=0.01&tr_seed=3"
@@ -125,15 +124,53 @@ def test_training_runs_live_stop_keeps_the_model_and_it_writes(page, server):
     clean(page)
 
 
-def test_two_students_share_a_run_but_not_their_texts(browser, page, server, tmp_path):
+def pick(page, label: str, option: str) -> None:
+    box = page.get_by_test_id("stSelectbox").filter(has=page.get_by_text(label, exact=True)).first
+    box.evaluate("e => e.scrollIntoView({block: 'center'})")
+    box.click()
+    page.get_by_role("option", name=option, exact=True).click()
+    wait_until_idle(page)
+
+
+def test_a_copied_link_reopens_the_view_two_students_share_a_run_but_not_their_texts(browser, page, server,
+                                                                                      tmp_path):
+    """One second student for three checks: an untrained view's link reopens it; a trained view's link
+    gets the very run the first student trained (shared, not retrained); each student's upload stays theirs."""
     page.goto(server + f"/training?{TINY}&tr_steps=100")
     wait_until_idle(page)
-    train_to_the_end(page)
+    pick(page, "Attention", "linear")
+    pick(page, "Positional encoding", "rope")
+    box = page.get_by_label("Prompt", exact=True)
+    box.fill("Harriet")
+    box.press("Enter")
+    wait_until_idle(page)
+    pick(page, "Head", "1")
+    link = page.url
+    assert all(p in link for p in ("tr_attention=linear", "tr_encoding=rope", "tr_prompt=Harriet", "tr_head=1"))
+    shown = [s for s in samples(page) if s.startswith("Harriet")]
+    assert shown
+
+    other = offline_context(browser, viewport={"width": 1400, "height": 1600})  # a second student
+    p2 = other.new_page()
+    errors = []
+    p2.on("pageerror", lambda e: errors.append(str(e)))
+    p2.goto(link)  # a copied link (untrained) reopens the view
+    wait_until_idle(p2)
+    wait_for_charts(p2, 4)
+    expect(p2.get_by_label("Prompt", exact=True)).to_have_value("Harriet")
+    expect(p2.get_by_role("combobox", name="Attention", exact=True)).to_have_value("linear")
+    expect(p2.get_by_role("combobox", name="Positional encoding", exact=True)).to_have_value("rope")
+    expect(p2.get_by_role("combobox", name="Head", exact=True)).to_have_value("1")
+    assert "layer 0, head 1" in " ".join(p2.locator("[data-testid='stPlotlyChart'] text.gtitle").all_text_contents())
+    assert [s for s in samples(p2) if s.startswith("Harriet")] == shown  # the same untrained model, seed and draw
+    assert p2.locator("[data-testid='stException']").count() == 0
+
+    train_to_the_end(page)  # the first student trains; the second opens the trained view's link
     link = page.url
     assert "tr_trained=1" in link
     first = (body(page)[body(page).index("What came out"):].split("Write with the model")[0], page.evaluate(DRAWN))
-
-    other, p2, errors = visit(browser, link)  # a second student, in a fresh browser context
+    p2.goto(link)
+    wait_until_idle(p2)
     p2.get_by_text("What came out").wait_for()
     wait_for_charts(p2, first[1])
     text = body(p2)
@@ -157,44 +194,5 @@ def test_two_students_share_a_run_but_not_their_texts(browser, page, server, tmp
     assert all(set(s) <= set("mnpqrsuMNPQRSU .\n") for s in samples(p2)), samples(p2)  # written from beta's characters
     assert "alpha.txt: " in body(page)  # and the first student still has theirs
     assert not errors and p2.locator("[data-testid='stException']").count() == 0
-    other.close()
-    clean(page)
-
-
-def pick(page, label: str, option: str) -> None:
-    box = page.get_by_test_id("stSelectbox").filter(has=page.get_by_text(label, exact=True)).first
-    box.evaluate("e => e.scrollIntoView({block: 'center'})")
-    box.click()
-    page.get_by_role("option", name=option, exact=True).click()
-    wait_until_idle(page)
-
-
-def test_a_copied_link_reopens_the_view(browser, page, server):
-    page.goto(server + f"/training?{TINY}&tr_steps=100")
-    wait_until_idle(page)
-    pick(page, "Attention", "linear")
-    pick(page, "Positional encoding", "rope")
-    box = page.get_by_label("Prompt", exact=True)
-    box.fill("Harriet")
-    box.press("Enter")
-    wait_until_idle(page)
-    pick(page, "Head", "1")
-    link = page.url
-    assert all(p in link for p in ("tr_attention=linear", "tr_encoding=rope", "tr_prompt=Harriet", "tr_head=1"))
-    shown = [s for s in samples(page) if s.startswith("Harriet")]
-    assert shown
-
-    other = offline_context(browser, viewport={"width": 1400, "height": 1600})
-    p2 = other.new_page()
-    p2.goto(link)
-    wait_until_idle(p2)
-    wait_for_charts(p2, 4)
-    expect(p2.get_by_label("Prompt", exact=True)).to_have_value("Harriet")
-    expect(p2.get_by_role("combobox", name="Attention", exact=True)).to_have_value("linear")
-    expect(p2.get_by_role("combobox", name="Positional encoding", exact=True)).to_have_value("rope")
-    expect(p2.get_by_role("combobox", name="Head", exact=True)).to_have_value("1")
-    assert "layer 0, head 1" in " ".join(p2.locator("[data-testid='stPlotlyChart'] text.gtitle").all_text_contents())
-    assert [s for s in samples(p2) if s.startswith("Harriet")] == shown  # the same untrained model, seed and draw
-    assert p2.locator("[data-testid='stException']").count() == 0
     other.close()
     clean(page)
