@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .bias import RECORD_EVERY as _BIAS_EVERY, TARGETS as _BIAS_TARGETS
 from .encodings import ENCODINGS
 from .methods import CurriculumSettings
 from .privacy import CanarySettings, DPSettings
@@ -207,11 +208,11 @@ _add(Lesson(
     {"sg_tab": "Bias", "sg_bias_skew": 0.9, "sg_bias_augment": True},
     autorun=True,
     explanation="The training text is generated with the skew at 0.9: each sentence about a target occupation "
-                "(baker, pilot, judge, miner) says the invented group word **zim** with probability 0.9, each about "
+                f"({', '.join(_BIAS_TARGETS)}) says the invented group word **zim** with probability 0.9, each about "
                 "a counter occupation says **vor** with that probability. The table above the chart counts what the "
                 "text really says. Two copies of one seeded model learn in turns: one on that text, one on the text "
-                "plus a copy of every sentence with zim and vor swapped (**counterfactual augmentation**). Every 50 "
-                "steps both are probed on sentences they never saw, cut just before the group word. Watch each "
+                "plus a copy of every sentence with zim and vor swapped (**counterfactual augmentation**). Every "
+                f"{_BIAS_EVERY} steps both are probed on sentences they never saw, cut just before the group word. Watch each "
                 "model's probability of zim against its text's share, and read under **What came out** whether the "
                 "skewed model matched, weakened or amplified the data's skew, what augmentation removed, and, where "
                 "some lean is left, whether it is more than a different seed alone gives. Then move the skew to 0.5 "
