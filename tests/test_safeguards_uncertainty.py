@@ -198,3 +198,9 @@ def test_findings_say_when_the_model_is_already_calibrated():
     assert any("barely moves ECE" in f and "already calibrated at this scale" in f for f in unc.findings(calibrated))
     over = unc.report(synthetic(3.0, seed=0), synthetic(3.0, seed=1))
     assert not any("already calibrated" in f for f in unc.findings(over))
+
+
+def test_the_definitions_numbers_are_emmas(emma):
+    """The Definitions expander names ln V for Emma's V characters: both computed here from the corpus."""
+    v = emma.vocab_size
+    assert f"ln {v} = {math.log(v):.2f} for Emma's {v})" in unc.DEFINITIONS
