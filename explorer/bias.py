@@ -38,6 +38,7 @@ import torch
 from .config import ModelConfig
 from .corpus import Corpus
 from .model import GPT, build_model
+from .jobs import run_to_end
 from .runs import TurnsJob, training_peak_bytes
 from .train import TrainConfig, Trainer
 
@@ -410,10 +411,7 @@ class BiasJob(TurnsJob):
 
 def run_bias(settings: BiasSettings) -> BiasRun:
     """Train and probe to the end in this thread (tests, scripts)."""
-    job = BiasJob(settings)
-    while not job.step(60.0):
-        pass
-    return job.live()
+    return run_to_end(BiasJob(settings), 60.0)
 
 
 def main(argv=None) -> None:

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .jobs import Job
+from .jobs import Job, run_to_end
 from .model import GPT
 from .registry import Registry
 from .tasks import CharTokenizer, Task
@@ -795,13 +795,6 @@ def settings_from(values: dict) -> FeedbackSettings:
 
 
 # ---------------------------------------------------------------------------------------------- the bench
-def run_to_end(job: Job):
-    """Run a job in this thread to its end (scripts and the bench); its result."""
-    while not job.step(1.0):
-        pass
-    return job.result()
-
-
 COLLAPSE_LR = 1e-1  # the too-large step of the bench's collapse run (the learning-rate control's largest)
 SMALL_BETA = 0.001  # the bench's small-β run (the β control's smallest): over 100 steps it collapses (KL > 1 nat; measured)
 

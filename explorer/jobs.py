@@ -313,6 +313,14 @@ class Scheduler:
                     self._lock.notify_all()
 
 
+def run_to_end(job: Job, slice_s: float = 1.0):
+    """Step ``job`` in this thread, ``slice_s`` at a time, until it is done; its result (scripts, tests and
+    benches run a page's job this way, without the scheduler)."""
+    while not job.step(slice_s):
+        pass
+    return job.result()
+
+
 class FunctionJob(Job):
     """A job that is one call (a test helper, and for small work): ``fn()`` runs in one slice."""
 

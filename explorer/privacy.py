@@ -47,7 +47,7 @@ from torch.func import functional_call, grad_and_value, vmap
 from . import accountant
 from .config import ModelConfig
 from .corpus import HELD_OUT, Corpus
-from .jobs import Job
+from .jobs import Job, run_to_end as run_job
 from .model import GPT, build_model
 
 
@@ -784,10 +784,7 @@ def peak_bytes(config: ModelConfig, batch_size: int) -> float:
 
 def run_to_end(settings: PrivacySettings) -> PrivacyRun:
     """The job run here, to the end (for scripts, tests and the bench)."""
-    job = PrivacyJob(settings)
-    while not job.step(1.0):
-        pass
-    return job.result()
+    return run_job(PrivacyJob(settings))
 
 
 # ---------------------------------------------------------------------------------------------- figures

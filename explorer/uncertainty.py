@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from .corpus import Corpus
 from .figures import tokens_html
 from .generate import distribution, generate
-from .jobs import FunctionJob
+from .jobs import FunctionJob, run_to_end
 from .model import GPT
 from .tasks import IGNORE, CharTokenizer, Task
 
@@ -644,10 +644,8 @@ def trained_and_measured(steps: int, windows: int, corpus: Optional[Corpus] = No
 
     corpus = corpus or texts.builtin()
     settings = model_settings(corpus, steps)
-    train = textlm.training_job(settings, corpus)
-    while not train.step(5.0):
-        pass
-    job = calibration_job(train.result(), settings, corpus, windows)
+    run = run_to_end(textlm.training_job(settings, corpus), 5.0)
+    job = calibration_job(run, settings, corpus, windows)
     job.step(0.0)
     return job.result()
 
