@@ -158,12 +158,12 @@ EXPORT_BYTES = 4e8  # a Chromium rendering one figure
 
 def _render(key: str, description: str, fig) -> None:
     """Render one figure to SVG and PNG as a job (a Chromium is heavy work too), kept for download."""
-    handle = scheduler().submit(FunctionJob(lambda: {fmt: export.figure_bytes(fig, fmt) for fmt in ("svg", "png")},
-                                            peak_bytes=EXPORT_BYTES, title="exporting a figure"), holder())
+    handle = scheduler().submit(FunctionJob(lambda: export.figure_files(fig), peak_bytes=EXPORT_BYTES,
+                                            title="exporting a figure"), holder())
     if handle.wait(180) == "done":
         S._exported = (key, description, handle.result())
     else:
-        S._export_error = handle.error or "the export did not finish"
+        S._export_error = (handle.error or "the export did not finish").removeprefix("RuntimeError: ")
 
 
 def export_panel() -> None:

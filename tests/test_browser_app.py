@@ -187,9 +187,12 @@ def test_a_figure_exports_as_svg_for_slides(page, server):
     sidebar = page.get_by_test_id("stSidebar")
     sidebar.get_by_text("Export figures").click()
     sidebar.get_by_role("button", name="Make SVG and PNG").click()
-    wait_until_idle(page, timeout=120_000)
+    svg = sidebar.get_by_role("button", name="SVG", exact=True)
+    failed = sidebar.get_by_text("The figure could not be rendered")
+    svg.or_(failed).first.wait_for(timeout=200_000)  # the render's own limit (two tries of 60 s) and its queue
+    assert failed.count() == 0, failed.inner_text()
     with page.expect_download(timeout=60_000) as download:
-        sidebar.get_by_role("button", name="SVG", exact=True).click()
+        svg.click()
     path = download.value.path()
     head = open(path, "rb").read(200)
     assert head.startswith(b"<svg") and download.value.suggested_filename.endswith(".svg")
