@@ -157,13 +157,19 @@ EXPORT_BYTES = 4e8  # a Chromium rendering one figure
 
 
 def _render(key: str, description: str, fig) -> None:
-    """Render one figure to SVG and PNG as a job (a Chromium is heavy work too), kept for download."""
-    handle = scheduler().submit(FunctionJob(lambda: export.figure_files(fig), peak_bytes=EXPORT_BYTES,
-                                            title="exporting a figure"), holder())
-    if handle.wait(180) == "done":
-        S._exported = (key, description, handle.result())
-    else:
-        S._export_error = (handle.error or "the export did not finish").removeprefix("RuntimeError: ")
+    """Render one figure to SVG and PNG as a job (a Chromium is heavy work too): the panel shows its
+    place in the queue while it waits and offers the files when it is done."""
+    _stop_export()
+    S.pop("_exported", None)
+    S._export_for = (key, description)
+    S._export_job = submit(FunctionJob(lambda: export.figure_files(fig), peak_bytes=EXPORT_BYTES,
+                                       title="exporting a figure"))
+
+
+def _stop_export() -> None:
+    handle = S.pop("_export_job", None)
+    if handle is not None:
+        handle.release(holder())
 
 
 def export_panel() -> None:
@@ -181,8 +187,19 @@ def export_panel() -> None:
                               help="Any figure on this page.")
         st.button("Make SVG and PNG", key="export_render", on_click=_render, args=(choice, *drawn[choice]),
                   help="For slides: SVG scales to any size; the PNG is 1,920 pixels wide.")
-        if "_export_error" in S:
-            st.error(f"The figure could not be rendered: {S.pop('_export_error')}.")
+        handle = S.get("_export_job")
+        if handle is not None and handle.active:
+            slot = st.empty()
+            live(handle, lambda: slot.caption("Rendering the figure… " + queue_notice(handle, "this export")),
+                 slots=(slot,))
+            st.button("Stop", key="export_stop", on_click=_stop_export, help="Stop rendering (nothing else is lost).")
+        elif handle is not None:
+            del S._export_job
+            if handle.done:
+                S._exported = (*S._export_for, handle.result())
+            else:
+                st.error(f"The figure could not be rendered: "
+                         f"{(handle.error or 'the export was stopped').removeprefix('RuntimeError: ')}.")
         done = S.get("_exported")
         if done is not None and done[0] == choice:
             c1, c2 = st.columns(2)

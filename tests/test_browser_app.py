@@ -7,7 +7,7 @@ import pytest
 from playwright.sync_api import expect
 
 from explorer.pages import PAGES
-from scripts.appserver import offline_context, wait_for_charts, wait_until_idle
+from scripts.appserver import app_server, offline_context, wait_for_charts, wait_until_idle
 
 
 def grid_heads(page) -> int:
@@ -181,18 +181,24 @@ def test_a_lesson_sets_the_whole_view_over_what_was_typed(page, server):
     assert page.get_by_text("This lesson set task = reverse").count() == 1  # and it says so
 
 
-def test_a_figure_exports_as_svg_for_slides(page, server):
-    page.goto(server + "/positions")
-    wait_until_idle(page)
-    sidebar = page.get_by_test_id("stSidebar")
-    sidebar.get_by_text("Export figures").click()
-    sidebar.get_by_role("button", name="Make SVG and PNG").click()
-    svg = sidebar.get_by_role("button", name="SVG", exact=True)
-    failed = sidebar.get_by_text("The figure could not be rendered")
-    svg.or_(failed).first.wait_for(timeout=200_000)  # the render's own limit (two tries of 60 s) and its queue
-    assert failed.count() == 0, failed.inner_text()
-    with page.expect_download(timeout=60_000) as download:
-        svg.click()
-    path = download.value.path()
-    head = open(path, "rb").read(200)
-    assert head.startswith(b"<svg") and download.value.suggested_filename.endswith(".svg")
+def test_a_figure_exports_as_svg_for_slides(page):
+    """On a server of its own: the suite's shared server may still be running other tests' long jobs
+    (a student who leaves does not stop a shared run), and an export waits for room like any job."""
+    with app_server() as server:
+        page.goto(server + "/positions")
+        wait_until_idle(page)
+        sidebar = page.get_by_test_id("stSidebar")
+        sidebar.get_by_text("Export figures").click()
+        sidebar.get_by_role("button", name="Make SVG and PNG").click()
+        svg = sidebar.get_by_role("button", name="SVG", exact=True)
+        failed = sidebar.get_by_text("The figure could not be rendered")
+        try:  # the render's own limit is two tries of 60 s
+            svg.or_(failed).first.wait_for(timeout=150_000)
+        except Exception as e:
+            raise AssertionError("no files and no error; the sidebar said: " + sidebar.inner_text()) from e
+        assert failed.count() == 0, failed.inner_text()
+        with page.expect_download(timeout=60_000) as download:
+            svg.click()
+        path = download.value.path()
+        head = open(path, "rb").read(200)
+        assert head.startswith(b"<svg") and download.value.suggested_filename.endswith(".svg")
