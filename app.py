@@ -88,6 +88,8 @@ if lesson is not None:
         c1, c2 = st.columns([6, 1])
         c1.markdown(f"**Lesson: {lesson.title}**\n\n{lesson.explanation}")
         c1.caption(lessons.set_by(lesson))
+        if lesson.id in ui.shipped_lessons():
+            c1.caption(lessons.SHIPPED)
         if c2.button("Leave lesson", key="leave_lesson"):
             del st.query_params["lesson"]
             st.rerun()

@@ -17,6 +17,7 @@ import streamlit as st
 from explorer import export, figures, view
 from explorer.jobs import FunctionJob, Handle, Scheduler
 from explorer.pages import PageSpec, by_file
+from explorer.shelf import Shelf
 
 S = st.session_state
 REFRESH_S = 0.25  # seconds between redraws while a job runs, when few sessions watch one
@@ -41,9 +42,15 @@ def ensure_navigation(page_file: str) -> PageSpec:
 def scheduler() -> Scheduler:
     """The one scheduler of this server process: admission and fair sharing for heavy work. At exit
     it stops its workers between slices (a worker killed inside a torch call aborts the process)."""
-    s = Scheduler()
+    s = Scheduler(shelf=Shelf.from_env())
     atexit.register(s.shutdown)
     return s
+
+
+def shipped_lessons() -> set[str]:
+    """The lessons whose runs this server reads from the shelf (made when the app was built)."""
+    shelf = scheduler().shelf
+    return shelf.lessons() if shelf is not None else set()
 
 
 _IMPORTS = threading.Lock()

@@ -454,6 +454,8 @@ class DPORun:
 class DPOJob(Job):
     """DPO in slices on the scheduler; publishes a ``DPORun`` after each slice."""
 
+    shippable = True  # seeded samples and steps (explorer.shelf); a person's choices are in the key
+
     def __init__(self, key: Hashable, title: str, build: Callable[[], DPOTrainer], peak_bytes: float):
         self.key, self.title, self.peak_bytes = key, title, peak_bytes
         self._build = build
@@ -573,6 +575,8 @@ class BaseJob(Job):
     once finished in this process's store of bases, so every DPO run on it starts from the same
     weights without training them again."""
 
+    shippable = True  # seeded (explorer.shelf)
+
     def __init__(self, settings: FeedbackSettings):
         from . import lab, textlm
         from .corpus import builtin
@@ -603,6 +607,12 @@ class BaseJob(Job):
 
     def live(self):
         return self.known() or self.inner.live()
+
+    def restore(self, result) -> None:
+        with _BASES_LOCK:
+            _BASES[self.key] = result
+            while len(_BASES) > KEEP_BASES:
+                _BASES.popitem(last=False)
 
     def result(self):
         return self.known()

@@ -112,6 +112,8 @@ class ModelResult:
 class ModelJob(Job):
     """Train one encoding's model until it fits (or the cap), then evaluate it at every length."""
 
+    shippable = True  # seeded (explorer.shelf)
+
     def __init__(self, s: ExtrapolationSettings, encoding: str):
         self.s, self.encoding = s, encoding
         self.key = s.model_key(encoding)
@@ -167,6 +169,9 @@ class ModelJob(Job):
 
     def result(self) -> Optional[ModelResult]:
         return self._result
+
+    def restore(self, result: ModelResult) -> None:
+        self._result = result
 
     def progress(self) -> tuple[float, str]:
         step = self.trainer.step if self.trainer else 0

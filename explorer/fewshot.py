@@ -198,7 +198,8 @@ def training_job(settings: FewShotSettings) -> TrainJob:
     ``(step, {"by_shots": accuracy_by_shots(...)})`` every ``check_every`` steps."""
     return TrainJob(("fewshot", settings), "training on few-shot letter mappings", lambda: build_trainer(settings),
                     training_peak_bytes(settings.model_config(), settings.batch_size, 3 * settings.pairs - 2),
-                    probe=Probe(lambda model: {"by_shots": accuracy_by_shots(model, settings)}, settings.check_every))
+                    probe=Probe(lambda model: {"by_shots": accuracy_by_shots(model, settings)}, settings.check_every),
+                    max_checkpoints=0)  # its page never rewinds: no checkpoints to keep
 
 
 def train(settings: FewShotSettings) -> tuple[GPT, list, float]:

@@ -62,7 +62,8 @@ class FunnelSettings:
                 return Trainer(build_model(cfg, self.seed), task, self.length, TrainConfig(steps=self.steps, seed=self.seed))
 
             out.append(TrainJob(("funnel", self, funnel), "training the funnel" if funnel else "training the flat model",
-                                build, training_peak_bytes(cfg, TrainConfig.batch_size, cfg.block_size)))
+                                build, training_peak_bytes(cfg, TrainConfig.batch_size, cfg.block_size),
+                                max_checkpoints=0))  # its page never rewinds: no checkpoints to keep
         return out
 
 

@@ -179,7 +179,8 @@ def training_job(settings: InductionSettings) -> TrainJob:
     config = settings.model_config()
     return TrainJob(("incontext", settings), "training a two-layer attention-only model on repeated sequences",
                     lambda: build_trainer(settings),
-                    training_peak_bytes(config, settings.batch_size, 2 * settings.length - 1), probe=probe(settings))
+                    training_peak_bytes(config, settings.batch_size, 2 * settings.length - 1), probe=probe(settings),
+                    max_checkpoints=0)  # its page never rewinds: no checkpoints to keep
 
 
 def phase_change(probes: list, threshold: float = THRESHOLD) -> Optional[dict]:

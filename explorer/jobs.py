@@ -17,6 +17,9 @@ Every heavy computation of every session is a ``Job`` handed to one ``Scheduler`
   result at once. Finished results are kept, read-only, in a bounded store.
 - **Stop.** A handle is held by the sessions that asked for it; ``release`` by the last one
   cancels the job (a queued job leaves the queue at once, a running one at the end of its slice).
+- **Shipped runs.** A job whose class is ``shippable`` (seeded training: the same result on any
+  machine with this torch) is first looked up on the scheduler's shelf (``explorer.shelf``: the
+  lessons' runs, made when the app was built); found there, it is done at once.
 - **Failures.** An exception inside a job fails that job only, frees its share, and is reported
   on its handle.
 
@@ -76,6 +79,15 @@ class Job:
     key: Hashable = None  # the full description of the work: equal keys are the same work
     title: str = "job"
     peak_bytes: float = 0.0  # predicted peak memory while it runs
+    shippable: bool = False  # its result depends only on its key (seeded training), never on this machine
+
+    def restore(self, result: Any) -> None:
+        """Take a finished result made earlier by the same job (the shelf's): ``result()`` and
+        ``live()`` return it from now on."""
+        self._live = result
+
+    def live(self) -> Any:
+        return getattr(self, "_live", None)
 
     def step(self, slice_s: float) -> bool:
         """Do about ``slice_s`` seconds of work; return True when finished."""
@@ -108,6 +120,7 @@ class Handle:
     started: Optional[float] = None
     finished: Optional[float] = None
     cpu_s: float = 0.0  # time spent in its slices
+    shipped: bool = False  # its result came from the shelf (made when the app was built), not from a run here
     _scheduler: Any = None
 
     @property
@@ -145,11 +158,12 @@ class Handle:
 
 class Scheduler:
     def __init__(self, memory_budget_bytes: Optional[float] = None, workers: Optional[int] = None,
-                 slice_s: float = 0.15, keep_results: int = 64):
+                 slice_s: float = 0.15, keep_results: int = 64, shelf=None):
         self.budget = float(default_budget() if memory_budget_bytes is None else memory_budget_bytes)
         self.workers = workers or default_workers()
         self.slice_s = slice_s
         self.keep_results = keep_results
+        self.shelf = shelf  # finished runs shipped with the app (explorer.shelf.Shelf), or None
         self._lock = threading.Condition()
         self._queue: deque[Handle] = deque()  # waiting for memory, in arrival order
         self._ready: deque[Handle] = deque()  # admitted, waiting for a core (round-robin)
@@ -163,7 +177,11 @@ class Scheduler:
 
     # ------------------------------------------------------------------------------------------ public
     def submit(self, job: Job, holder: Hashable = None) -> Handle:
-        """Run ``job`` (or join the same work already queued, running or finished)."""
+        """Run ``job`` (or join the same work already queued, running or finished, or take its
+        result from the shelf)."""
+        shipped = None
+        if self.shelf is not None and job.shippable and job.key is not None and job.key not in self._by_key:
+            shipped = self.shelf.get(job.key)  # read from disk outside the lock
         with self._lock:
             known = self._by_key.get(job.key) if job.key is not None else None
             if known is not None and known.status in (QUEUED, RUNNING, DONE):
@@ -174,6 +192,11 @@ class Scheduler:
             self._next_id += 1
             if job.key is not None:
                 self._by_key[job.key] = handle
+            if shipped is not None:
+                job.restore(shipped)
+                handle.started, handle.shipped = time.monotonic(), True
+                self._end(handle, DONE)
+                return handle
             if job.peak_bytes > self.budget:
                 handle.status, handle.finished = REFUSED, time.monotonic()
                 handle.error = (f"it would need about {job.peak_bytes / 1e9:.1f} GB at its peak, more than this "
@@ -331,6 +354,9 @@ class FunctionJob(Job):
     def step(self, slice_s: float) -> bool:
         self._result = self.fn()
         return True
+
+    def restore(self, result) -> None:
+        self._result = result
 
     def result(self):
         return self._result

@@ -38,6 +38,12 @@ def view(lesson: Lesson) -> dict:
     return {**PAGES[lesson.page].url_defaults(), **lesson.settings}
 
 
+SHIPPED = ("This lesson's runs came with the app, already trained: the same code, settings and seed, trained once "
+           "when the app was built (`scripts/shelf.py`), so the page opens on the finished runs; the times they "
+           "report are that machine's. Their curves show the whole training. Change any setting and train to watch "
+           "a run of your own learn.")
+
+
 def set_by(lesson: Lesson) -> str:
     """What opening the lesson did to the controls, in words."""
     from .pages import PAGES
@@ -55,8 +61,9 @@ _add(Lesson(
     {"lab_task": "reverse", "lab_length": 12, "lab_attention": "softmax", "lab_encoding": "learned",
      "lab_heads": 4, "lab_layers": 2},
     autorun=True,
-    explanation="The model trains as you watch. To write the answer backwards, the position that writes answer "
-                "character *t* must read input character *L − 1 − t*: watch the maps turn from a blur into an "
+    explanation="To write the answer backwards, the position that writes answer "
+                "character *t* must read input character *L − 1 − t*. Drag **Show the model at step** back to the "
+                "start and forward again: the maps turn from a blur into an "
                 "**anti-diagonal** (bottom-left to the middle) as the accuracy curve jumps; once trained, the page "
                 "names the head where it is clearest. Then switch **Heads** to 1: the same weights read as one "
                 "head, and the page says what that costs.",
@@ -131,8 +138,8 @@ _add(Lesson(
     {"mm_things": 2, "mm_word": 1},
     autorun=True,
     explanation="Two captioners learn to describe scenes of shapes: one reads the image through **cross-attention**, "
-                "one reads patches and words as **one sequence**. Word 1 is the first colour: watch its map move from "
-                "a uniform haze onto the thing it names as they train. Then slide **Word** to the shape and to the "
+                "one reads patches and words as **one sequence**. Word 1 is the first colour: its map starts as "
+                "a uniform haze and, as they train, moves onto the thing it names. Then slide **Word** to the shape and to the "
                 "second thing, and try a **Head** of its own: the table at the bottom says how often each mode is "
                 "right on scenes it never saw, and how much of a colour word's attention lands on its thing.",
 ))

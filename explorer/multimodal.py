@@ -123,7 +123,8 @@ def training_job(settings: MultimodalSettings, fusion: str) -> TrainJob:
 
     stop = STOP_RULE if settings.until_learned else None
     return TrainJob(("multimodal", settings, fusion), f"training the {fusion}-fusion captioner", build_trainer,
-                    peak_bytes(config, settings.batch_size), held_out=held_out, stop=stop)
+                    peak_bytes(config, settings.batch_size), held_out=held_out, stop=stop,
+                    max_checkpoints=0)  # its page never rewinds: no checkpoints to keep
 
 
 def peak_bytes(config: FusionConfig, batch_size: int) -> float:
@@ -453,7 +454,9 @@ def evaluation_job(run_key, run: TrainedRun):
     def work() -> Evaluation:
         return Evaluation(evaluate_captions(model), evaluate_captions(model, split="hard"), named_mass(model))
 
-    return FunctionJob(work, key=("mm_eval", run_key, run.step), peak_bytes=64e6, title="scoring the captions")
+    job = FunctionJob(work, key=("mm_eval", run_key, run.step), peak_bytes=64e6, title="scoring the captions")
+    job.shippable = True  # seeded weights on generated scenes: the same everywhere (explorer.shelf)
+    return job
 
 
 def score_rows(runs: dict[str, TrainedRun], evals: dict[str, Evaluation], settings: MultimodalSettings) -> list[dict]:

@@ -696,6 +696,8 @@ class PrivacyJob(Job):
     loss, one arm a slice. The finished run holds the ``Comparison`` that ``compare`` gives for the same
     settings on the same text."""
 
+    shippable = True  # seeded noise and data (explorer.shelf)
+
     title = "training with and without DP"
 
     def __init__(self, settings: PrivacySettings):

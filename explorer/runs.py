@@ -63,7 +63,10 @@ class TrainedRun:
     probes: list = field(default_factory=list)  # (step, figures) of every probe measurement, oldest first
 
     def model_at(self, step: int) -> GPT:
-        """The weights of the last checkpoint at or before ``step`` (a new module)."""
+        """The weights of the last checkpoint at or before ``step`` (a new module); the last weights
+        for a run that kept no checkpoints."""
+        if not self.checkpoints:
+            return copy.deepcopy(self.model).eval()
         chosen = self.checkpoints[0]
         for ck in self.checkpoints:
             if ck[0] <= step:
@@ -99,6 +102,8 @@ def training_peak_bytes(config, batch_size: int, T: int) -> float:
 class TrainJob(Job):
     """Train a model in slices; publish a ``TrainedRun`` after each."""
 
+    shippable = True  # seeded: the same weights and history for the same key (explorer.shelf)
+
     def __init__(self, key: Hashable, title: str, build: Callable[[], Trainer], peak_bytes: float,
                  held_out: Optional[Callable[[GPT], float]] = None, stop: Optional[StopRule] = None,
                  max_checkpoints: int = 16, step_s: Optional[float] = None, probe: Optional[Probe] = None):
@@ -125,7 +130,8 @@ class TrainJob(Job):
         if self.trainer is None:
             self.trainer = self._build()
             self._total = self.trainer.config.steps
-            self._checkpoints.append((0, state_copy(self.trainer.model)))
+            if self.max_checkpoints:
+                self._checkpoints.append((0, state_copy(self.trainer.model)))
             self._measure(self.trainer)
             self._publish(False)
         tr = self.trainer
@@ -161,7 +167,10 @@ class TrainJob(Job):
             self._probes.append((tr.step, figures))
 
     def _maybe_checkpoint(self, step: int, final: bool) -> None:
-        """Keep checkpoints evenly spread over the steps asked for (and the last step)."""
+        """Keep checkpoints evenly spread over the steps asked for (and the last step); none when
+        ``max_checkpoints`` is 0 (a page that never rewinds: the run keeps its last weights only)."""
+        if not self.max_checkpoints:
+            return
         spacing = max(1, self._total // self.max_checkpoints)
         if final or step - self._checkpoints[-1][0] >= spacing:
             self._checkpoints.append((step, state_copy(self.trainer.model)))
@@ -222,6 +231,7 @@ class TurnsJob(Job):
 
     settings = None
     trainers: dict  # name -> Trainer, set by the subclass
+    shippable = True  # seeded models and data: the same comparison for the same key (explorer.shelf)
     _live = None
 
     @property

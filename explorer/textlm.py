@@ -197,7 +197,8 @@ def training_job(settings: TextSettings, corpus: Corpus) -> TrainJob:
     return TrainJob(("textlm", settings), f"training a character-level model on {corpus.title}",
                     lambda: build_trainer(settings, corpus),
                     training_peak_bytes(config, settings.batch_size, settings.context),
-                    probe=Probe(lambda model: measure(model, corpus, settings), settings.every))
+                    probe=Probe(lambda model: measure(model, corpus, settings), settings.every),
+                    max_checkpoints=0)  # its page never rewinds: no checkpoints to keep
 
 
 def untrained_run(settings: TextSettings, corpus: Corpus) -> TrainedRun:

@@ -10,7 +10,9 @@ Prints one JSON object.
   what the server shares).
 - lesson: a fresh server per lesson; the first student opens ``?lesson=<id>`` and waits until the
   lesson's picture is there (idle, no job running, its charts drawn); then a second student in a
-  fresh context opens the same link.
+  fresh context opens the same link. The lessons' runs come from the shelf (``explorer/data/shelf``)
+  unless the server runs with ``TE_SHELF=off``. ``--opened-server``: the landing page is visited
+  once before the first student (a server that has served a page: its imports done).
 - redraws while training: the Lab's live view, counted in the browser (the training status line
   changes each time the fragment redraws) during one default training run.
 - Stop (``--stops N``): N times, start a long training run, wait for it to be drawing, click Stop and
@@ -125,13 +127,17 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2, help="warm visits per page")
     ap.add_argument("--stops", type=int, default=0, help="time this many Stop clicks on the Lab")
     ap.add_argument("--only-stops", action="store_true", help="skip the page and lesson timings")
+    ap.add_argument("--only-lessons", action="store_true", help="time the lessons only")
+    ap.add_argument("--opened-server", action="store_true",
+                    help="before a lesson's first student, one visit to the landing page (a server a teacher has "
+                         "opened once: its imports done, no lesson run yet)")
     args = ap.parse_args()
     out = {"pages": {}, "lessons": {}}
     with chromium() as browser:
         if args.stops:
             with app_server() as base:
                 out["stop"] = stop_latency(browser, base, args.stops)
-        for spec in ([] if args.only_stops else PAGES.values()):
+        for spec in ([] if args.only_stops or args.only_lessons else PAGES.values()):
             with app_server() as base:
                 cold = open_and_time(browser, base + spec.path, spec.charts)
                 warm = [open_and_time(browser, base + spec.path, spec.charts) for _ in range(args.repeats)]
@@ -143,6 +149,8 @@ def main() -> None:
                 lesson = LESSONS[lid]
                 with app_server() as base:
                     url = base + PAGES[lesson.page].path + f"?lesson={lid}"
+                    if args.opened_server:
+                        open_and_time(browser, base + "/", 2)
                     first = open_and_time(browser, url, LESSON_CHARTS.get(lesson.page, 2))
                     second = open_and_time(browser, url, LESSON_CHARTS.get(lesson.page, 2))
                     out["lessons"][lid] = {"first_student": first, "second_student": second}

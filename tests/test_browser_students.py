@@ -1,5 +1,5 @@
-"""Two students, one server: one lesson of every page (made quick through its link) opened in one
-browser context, then in a second fresh one after the first has computed it (pages whose own browser tests
+"""Two students, one server: one lesson of every page (its runs from the shelf, as they come with the
+app, or made quick through its link) opened in one browser context, then in a second fresh one after the first has computed it (pages whose own browser tests
 already do this for a shared run are left to them: ``OWN_SECOND_STUDENT``). Shared results replay
 in the second, and that is where cached work used to break: no traceback, the same finished picture.
 Every lesson (each one's settings, and that its page finishes cleanly) is opened through AppTest in
@@ -8,6 +8,7 @@ import pytest
 
 from explorer.lessons import LESSONS
 from explorer.pages import PAGES
+from explorer.shelf import Shelf
 from scripts.appserver import DRAWN, offline_context, wait_until_idle
 
 QUICK = {"complexity": "&cx_max_n=1024&cx_repeats=1", "positions": "&pe_steps=50&pe_train_len=4",
@@ -54,7 +55,8 @@ def visit(browser, url):
 @pytest.mark.parametrize("lesson_id", one_lesson_per_page())
 def test_a_second_student_gets_the_lesson_without_a_traceback(browser, server, lesson_id):
     lesson = LESSONS[lesson_id]
-    url = server + PAGES[lesson.page].path + f"?lesson={lesson_id}" + QUICK[lesson.page]
+    shipped = lesson_id in Shelf().lessons()  # its runs came with the app: opened as a student opens it
+    url = server + PAGES[lesson.page].path + f"?lesson={lesson_id}" + ("" if shipped else QUICK[lesson.page])
     pictures = []
     for student in ("first", "second"):
         ctx, page, errors = visit(browser, url)
@@ -64,6 +66,7 @@ def test_a_second_student_gets_the_lesson_without_a_traceback(browser, server, l
             page.get_by_text("What came out").wait_for(timeout=120_000)
         assert page.locator("[data-testid='stException']").count() == 0, (student, lesson_id)
         assert page.get_by_text(f"Lesson: {lesson.title}").count() == 1
+        assert page.get_by_text("This lesson's runs came with the app").count() == int(shipped), (student, lesson_id)
         assert not errors, errors
         pictures.append(page.evaluate(DRAWN))
         ctx.close()

@@ -3,9 +3,11 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from apptest_helpers import APP, assert_clean, multimodal_busy, plotly_specs, run_until, texts
-from explorer import urlstate
+import ui
+from explorer import lessons, urlstate
 from explorer.lessons import LESSONS
 from explorer.pages import PAGES
+from explorer.shelf import Shelf, key_text
 
 
 def app_with(params: dict, timeout: float = 60) -> AppTest:
@@ -91,20 +93,31 @@ def test_every_lesson_opens_its_page_with_its_settings(lesson_id):
     lesson = LESSONS[lesson_id]
     assert lesson.page in PAGES, lesson_id
     assert all(k.startswith(PAGES[lesson.page].prefix) for k in lesson.settings), lesson_id  # keys it owns
+    shipped = lesson_id in Shelf().lessons()  # its runs came with the app: opened as a student opens it
+    quick = {} if shipped else QUICK[lesson.page]
+    before = {h.id for h in list(ui.scheduler()._by_key.values())}
     at = AppTest.from_file(APP, default_timeout=240)
-    at.query_params.update({"lesson": lesson_id, **QUICK[lesson.page]})
+    at.query_params.update({"lesson": lesson_id, **quick})
     at.run()
     # (AppTest shows app.py's own elements on the first run only; a browser shows them on every run)
     assert any(f"Lesson: {lesson.title}" in m.value for m in at.markdown), lesson_id
+    assert shipped == any(lessons.SHIPPED in c.value for c in at.caption), lesson_id  # said only where true
     run_until(at, busy)
     assert_clean(at)
     for key, value in lesson.settings.items():
-        if key not in QUICK[lesson.page]:
+        if key not in quick:
             assert at.session_state[key] == value, (lesson_id, key)
+    if shipped:  # every run the lesson asked for came from the shelf, and it trained nothing the shelf lacks
+        handles = {key_text(k): h for k, h in list(ui.scheduler()._by_key.items())}
+        wanted = [e["key"] for e in Shelf().index().values() if lesson_id in e["lessons"]]
+        assert wanted and all(handles[k].shipped for k in wanted if k in handles), lesson_id
+        assert any(k in handles for k in wanted), lesson_id
+        trained = [h.job.title for h in handles.values() if h.id not in before and h.job.shippable and not h.shipped]
+        assert not trained, f"{lesson_id} trained {trained}: the shelf lacks them (python scripts/shelf.py {lesson_id})"
     if lesson.page == "complexity":
         assert at.session_state["cx_max_n"] == 1024  # the link's explicit value won
         assert any("Wall time" in sp["layout"].get("title", {}).get("text", "") for sp in plotly_specs(at))
-    if lesson.page == "attention_lab":
+    if lesson.page == "attention_lab" and not shipped:
         assert at.session_state["lab_run"].current().step <= 40
     if lesson.page in ("positions", "experts", "multimodal", "incontext", "training", "safeguards"):
         assert any("What came out" in m.value for m in at.markdown)
