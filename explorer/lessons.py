@@ -62,8 +62,8 @@ _add(Lesson(
      "lab_heads": 4, "lab_layers": 2},
     autorun=True,
     explanation="To write the answer backwards, the position that writes answer "
-                "character *t* must read input character *L − 1 − t*. Drag **Show the model at step** back to the "
-                "start and forward again: the maps turn from a blur into an "
+                "character *t* must read input character *L − 1 − t*. Drag **Show the model at step** (under "
+                "*Rewind* in the sidebar) back to the start and forward again: the maps turn from a blur into an "
                 "**anti-diagonal** (bottom-left to the middle) as the accuracy curve jumps; once trained, the page "
                 "names the head where it is clearest. Then switch **Heads** to 1: the same weights read as one "
                 "head, and the page says what that costs.",

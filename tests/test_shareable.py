@@ -119,6 +119,10 @@ def test_every_lesson_opens_its_page_with_its_settings(lesson_id):
         assert any("Wall time" in sp["layout"].get("title", {}).get("text", "") for sp in plotly_specs(at))
     if lesson.page == "attention_lab" and not shipped:
         assert at.session_state["lab_run"].current().step <= 40
+    if lesson_id == "reverse":  # the lesson says to drag "Show the model at step" back to the start: it is there
+        rewind = at.select_slider(key="lab_step")
+        assert "Show the model at step" in lesson.explanation and rewind.label == "Show the model at step"
+        assert rewind.options[0] == "0" and len(rewind.options) > 3
     if lesson.page in ("positions", "experts", "multimodal", "incontext", "training", "safeguards"):
         assert any("What came out" in m.value for m in at.markdown)
     if lesson.page == "memory":
