@@ -228,12 +228,16 @@ BENCHES.add("extrapolation", Bench("extrapolation", "train short, test long: acc
 def _pages_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lessons", action="store_true", help="also time every lesson for a first and a second student")
     p.add_argument("--repeats", type=int, default=2, help="warm visits per page")
+    p.add_argument("--only-lessons", action="store_true", help="time the lessons only")
+    p.add_argument("--opened-server", action="store_true",
+                   help="a lesson's first student comes after one visit to the landing page (the server's imports done)")
 
 
 def _pages(args) -> dict:
     cmd = [sys.executable, str(ROOT / "scripts" / "bench_pages.py"), "--repeats", str(args.repeats)]
-    out = subprocess.run(cmd + (["--lessons"] if args.lessons else []), capture_output=True, text=True, cwd=ROOT,
-                         check=True)
+    flags = [f for f, on in (("--lessons", args.lessons or args.only_lessons), ("--only-lessons", args.only_lessons),
+                             ("--opened-server", args.opened_server)) if on]
+    out = subprocess.run(cmd + flags, capture_output=True, text=True, cwd=ROOT, check=True)
     result = json.loads(out.stdout[out.stdout.index("{"):])
     for name, r in result["pages"].items():
         warm = r["warm"]
