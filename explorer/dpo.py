@@ -599,16 +599,14 @@ class BaseJob(Job):
             return True
         if not self.inner.step(slice_s):
             return False
-        with _BASES_LOCK:
-            _BASES[self.key] = self.inner.result()
-            while len(_BASES) > KEEP_BASES:
-                _BASES.popitem(last=False)
+        self.restore(self.inner.result())
         return True
 
     def live(self):
         return self.known() or self.inner.live()
 
     def restore(self, result) -> None:
+        """Keep a finished base (trained here, or from the shelf) in this process's store of bases."""
         with _BASES_LOCK:
             _BASES[self.key] = result
             while len(_BASES) > KEEP_BASES:

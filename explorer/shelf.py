@@ -17,6 +17,7 @@ its weights); anything else is refused by name when the shelf is made.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import fcntl
@@ -63,8 +64,9 @@ def key_text(key: Hashable) -> str:
     raise NotShippable(f"a job key holds a {type(key).__qualname__}, which has no stable text")
 
 
-def key_digest(key: Hashable) -> str:
-    return hashlib.sha256(key_text(key).encode()).hexdigest()[:24]
+def text_digest(text: str) -> str:
+    """The name of a key's entry and file on the shelf (from ``key_text``)."""
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
 # ---------------------------------------------------------------------------------------------- results as trees
@@ -214,7 +216,7 @@ class Shelf:
             text = key_text(key)
         except NotShippable:
             return None
-        entry = self.index().get(hashlib.sha256(text.encode()).hexdigest()[:24])
+        entry = self.index().get(text_digest(text))
         if entry is None or entry["key"] != text or entry["torch"] != torch.__version__:
             return None
         return entry
@@ -235,40 +237,37 @@ class Shelf:
 
     def drop_lesson(self, lesson: str) -> None:
         """Take a lesson's runs off the shelf (before making them again)."""
-        with open(self._lock_path(), "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            self._index = None
-            index = dict(self.index())
+        with self._editing() as index:
             for digest, entry in list(index.items()):
                 if lesson in entry["lessons"]:
                     entry["lessons"] = [name for name in entry["lessons"] if name != lesson]
                     if not entry["lessons"]:  # no other lesson opens it
                         (self.directory / entry["file"]).unlink(missing_ok=True)
                         del index[digest]
-            self._write_index(index)
 
-    def _lock_path(self) -> Path:
+    @contextlib.contextmanager
+    def _editing(self):
+        """The index as on disk now, to change in place and written back: several makers at once
+        (``scripts/shelf.py`` in two processes) each change it under a file lock."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        return self.directory / ".lock"
-
-    def _write_index(self, index: dict) -> None:
-        (self.directory / INDEX).write_text(json.dumps(index, indent=1, sort_keys=True) + "\n")
-        self._index = index
+        with open(self.directory / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self._index = None
+            index = dict(self.index())
+            yield index
+            (self.directory / INDEX).write_text(json.dumps(index, indent=1, sort_keys=True) + "\n")
+            self._index = index
 
     def put(self, key: Hashable, result: Any, lesson: str, title: str) -> dict:
         """Write one finished result (``scripts/shelf.py``); its index entry."""
         text = key_text(key)
-        digest = hashlib.sha256(text.encode()).hexdigest()[:24]
+        digest = text_digest(text)
         tree = encode(result)
         self.directory.mkdir(parents=True, exist_ok=True)
         path = self.directory / f"{digest}.pt"
         torch.save(tree, path)
-        with open(self._lock_path(), "w") as lock:  # several makers at once: each adds to the file's index
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            self._index = None
-            index = dict(self.index())
+        with self._editing() as index:
             lessons = sorted(set(index.get(digest, {}).get("lessons", [])) | {lesson})
             entry = index[digest] = {"key": text, "file": path.name, "lessons": lessons, "title": title,
                                      "torch": torch.__version__, "bytes": path.stat().st_size}
-            self._write_index(index)
         return entry
