@@ -47,6 +47,11 @@ def scheduler() -> Scheduler:
     return s
 
 
+def where_trained(handle) -> str:
+    """Where a run's training seconds were spent: here, or on the machine that made the shelf."""
+    return "when the app was built" if handle is not None and handle.shipped else "on this server"
+
+
 def shipped_lessons() -> set[str]:
     """The lessons whose runs this server reads from the shelf (made when the app was built)."""
     shelf = scheduler().shelf

@@ -109,7 +109,7 @@ def uncertainty_tab() -> None:
         ui.live([h for h in (handle, c_handle) if h is not None], draw_status, [status_slot, progress_slot])
     elif measured is not None:
         status_slot.markdown(f"Trained {settings.steps} of {settings.steps} steps ({measured.train_seconds:.1f} s of "
-                             "training on this server) and calibrated: the views below show the trained model.")
+                             f"training {ui.where_trained(handle)}) and calibrated: the views below show the trained model.")
     elif run is not None and not run.finished:
         status_slot.markdown(f"Stopped at step {run.step} of {settings.steps}: the calibration measures a finished run. "
                              "The views below show the untrained model.")

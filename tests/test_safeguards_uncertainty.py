@@ -96,7 +96,7 @@ def test_a_link_trains_and_calibrates_a_tiny_model_and_draws_its_result(emma):
     assert unc.flag_summary(infos, 3.5, emma.vocab_size) in texts(at.markdown)
     assert m.train_seconds == run.seconds
     assert not any("Before training" in i for i in texts(at.info))  # the untrained model's note has gone
-    assert any(f"Trained 10 of 10 steps ({run.seconds:.1f} s of training" in t for t in texts(at.markdown))
+    assert any(f"Trained 10 of 10 steps ({run.seconds:.1f} s of training on this server)" in t for t in texts(at.markdown))
     assert at.query_params["sg_unc_done"] == "1"
     assert not any("Training page's run" in c for c in texts(at.caption))  # 10 steps: not a Training page choice
 
@@ -128,7 +128,7 @@ def test_the_lesson_opens_the_tab_and_starts_the_training_pages_run(emma):
     assert at.session_state["sg_tab"] == "Uncertainty"
     handle = at.session_state["sg_unc_train"]
     assert handle.job.key == ("textlm", unc.model_settings(emma, unc.DEFAULTS["sg_unc_steps"]))
-    handle.release(at.session_state["_holder"])  # the default run takes half a minute: not run here
+    handle.release(at.session_state["_holder"])  # (the shelf's run: tests/test_shareable.py opens it finished)
     # the Training page's Train at the same steps submits the very same job
     page = helpers.opened_with("pages/training.py", {"tr_steps": "250"}, timeout=120)
     page.button(key="tr_train").click().run()

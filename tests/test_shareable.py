@@ -119,6 +119,9 @@ def test_every_lesson_opens_its_page_with_its_settings(lesson_id):
         assert any("Wall time" in sp["layout"].get("title", {}).get("text", "") for sp in plotly_specs(at))
     if lesson.page == "attention_lab" and not shipped:
         assert at.session_state["lab_run"].current().step <= 40
+    if lesson_id == "uncertainty":  # a shipped run's seconds were not spent on this server, and it says so
+        said = [m.value for m in at.markdown if "s of training" in m.value]
+        assert said and all("s of training when the app was built" in s for s in said), said
     if lesson_id == "reverse":  # the lesson says to drag "Show the model at step" back to the start: it is there
         rewind = at.select_slider(key="lab_step")
         assert "Show the model at step" in lesson.explanation and rewind.label == "Show the model at step"
