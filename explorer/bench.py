@@ -250,8 +250,9 @@ def _pages(args) -> dict:
               f"{live['redraw_interval_s_median']} s, max {live['redraw_interval_s_max']} s); first loss point after "
               f"{live['first_loss_point_s']} s; 300 steps in {live['train_300_steps_s']} s")
     for lid, r in result["lessons"].items():
-        print(f"lesson {lid:<14} first student {r['first_student']['idle_s']} s, second student "
-              f"{r['second_student']['idle_s']} s (to the finished picture)")
+        one, two = r["first_student"], r["second_student"]
+        print(f"lesson {lid:<14} first student: charts {one['charts_s']} s, still {one['idle_s']} s;  second student: "
+              f"charts {two['charts_s']} s, still {two['idle_s']} s")
     return result
 
 

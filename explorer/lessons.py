@@ -70,7 +70,7 @@ _add(Lesson(
 ))
 _add(Lesson(
     "quadratic", "Why attention is quadratic", "complexity",
-    {"cx_kinds": ["softmax", "sliding_window", "linear", "sdpa"], "cx_max_n": 8192},
+    {"cx_kinds": ["softmax", "sliding_window", "linear", "sdpa"], "cx_max_n": 4096},
     autorun=True,
     explanation="Each doubling of N quadruples full softmax's time and memory: on the log-log plots its line climbs "
                 "with **slope 2**, the windowed and linear kinds with slope 1. Read the crossover column: below it, "

@@ -1,7 +1,6 @@
 """Attention Lab: build a small transformer, train it live, and look into its attention."""
 import dataclasses
 
-import plotly.graph_objects as go
 import streamlit as st
 
 from explorer import bertviz_views, figures, lab
@@ -33,7 +32,7 @@ def shared_analysis(model_key, config, text, _model, _task):
 @st.cache_resource(max_entries=64)
 def shared_loss_figure(model_key, mark, _history):
     """The loss curve of a run at a step: the same for every session watching it."""
-    return go.Figure(figures.loss_curve(_history, mark=mark))
+    return ui.plotly_figure(figures.loss_curve(_history, mark=mark))
 
 
 @st.cache_data(max_entries=32)

@@ -1,6 +1,5 @@
 """Multimodal: image patches and words meeting in cross-attention (or in one sequence), trained live
 on a generated world of shapes; where each written word looks in the image."""
-import plotly.graph_objects as go
 import streamlit as st
 
 from explorer import figures, multimodal as mm, scenes
@@ -172,7 +171,7 @@ def view_and_figure(model, step):
     view = mm.word_view(model, image, int(word), head, layer)
     fig = None
     if view.grid is not None:
-        fig = go.Figure(figures.scene_figure(image, view.grid, f"“{view.words[view.word]}”: {view.where}"))
+        fig = ui.plotly_figure(figures.scene_figure(image, view.grid, f"“{view.words[view.word]}”: {view.where}"))
     return view, fig, step
 
 

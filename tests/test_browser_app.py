@@ -209,3 +209,15 @@ def test_a_figure_exports_as_svg_for_slides(page):
         path = download.value.path()
         head = open(path, "rb").read(200)
         assert head.startswith(b"<svg") and download.value.suggested_filename.endswith(".svg")
+
+
+def test_the_page_benchmark_times_a_page_by_the_browsers_clock(browser, server):
+    """``bench pages`` (scripts/bench_pages.py): the landing page, timed in the page itself: its
+    first chart, then all its charts, then its last change, each after the one before; the
+    watching that makes sure it is still comes after all of them."""
+    from scripts.bench_pages import open_and_time
+
+    spec = PAGES[next(n for n in PAGES.names() if PAGES[n].default)]
+    t = open_and_time(browser, server + spec.path, spec.charts, timeout_s=120)
+    assert 0 < t["first_chart_s"] <= t["charts_s"] <= t["idle_s"] < t["confirmed_s"], t
+    assert t["exceptions"] == 0 and t["page_errors"] == 0, t

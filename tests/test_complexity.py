@@ -1,5 +1,8 @@
 """Measurement, the complexity benchmark's JSON, and the Complexity page."""
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -20,6 +23,16 @@ def test_peak_memory_is_measured_from_allocations():
         return b, c
 
     assert peak_memory(work) == 12_000_000
+
+
+def test_measuring_memory_does_not_import_the_compiler():
+    """torch.profiler.profile's first use imports torch._inductor (0.9 s of every sweep's child,
+    before its first point); the autograd profiler it wraps gives the same events without it."""
+    code = ("import sys, torch; from explorer.measure import peak_memory; "
+            "print(peak_memory(lambda: torch.empty(1_000_000)), 'torch._inductor' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1]).stdout.split()
+    assert out == ["4000000", "False"]
 
 
 def test_slope_and_crossover_on_known_curves():

@@ -54,6 +54,9 @@ def test_page_opens_with_untrained_model_and_maps():
     assert int(metrics["Attention FLOPs (this input)"].replace(",", "")) > 0
     assert at.session_state["lab_render_s"] > 0  # the page records its server time for the benchmark
     assert len(iframes(at)) == 0  # the bertviz tabs are closed: nothing computed or sent
+    for spec in plotly_specs(at):  # every axis draws its tick labels unmeasured (ui.plotly_figure)
+        axes = [v for k, v in spec["layout"].items() if k.startswith(("xaxis", "yaxis"))]
+        assert axes and all(a.get("ticklabeloverflow") == "allow" for a in axes), spec["layout"].get("title")
     for tab in ("bertviz head view", "bertviz model view"):
         at.session_state["lab_tab"] = tab
         at.run()
