@@ -26,7 +26,7 @@ st.caption("Attention by itself is blind to order: move a key and its value toge
            "they differ most on inputs longer than any seen in training.")
 
 tabbed = [cls for cls in ENCODINGS.values() if cls.section() is not None]  # every encoding with a tab of its own
-tabs = st.tabs([cls.title for cls in tabbed], key="pe_tab", bind="query-params")
+tabs = st.tabs([cls.title for cls in tabbed], key="pe_tab", on_change="rerun", bind="query-params")  # only the open one is drawn
 
 # ---------------------------------------------------------------------------------------------- experiment
 st.header("Train short, test long")
@@ -74,7 +74,10 @@ else:
 for tab, cls in zip(tabs, tabbed):
     with tab:
         st.caption(f"**{cls.title}**: {cls.summary} ({cls.paper}).")
-        ui.section(cls.section(), experiment=result)
+        if tab.open:
+            ui.section(cls.section(), experiment=result)
+        else:
+            ui.controls(cls.section().controls)  # a closed tab's controls are still drawn, so a link's values are kept
 
 if problem:
     pass

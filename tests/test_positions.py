@@ -153,8 +153,18 @@ def test_cli_defaults_are_the_dataclass_defaults(capsys):
 
 def test_positions_page_runs_the_experiment():
     at = open_page("pages/positions.py")
-    assert len(plotly_specs(at)) >= 6  # the encodings' own figures need no training
-    at.slider(key="pe_rope_m").set_value(9).run()
+    drawn = {}
+    for cls in [c for c in ENCODINGS.values() if c.section() is not None]:  # the encodings' figures need no training
+        at.session_state["pe_tab"] = cls.title
+        at.run()
+        assert_clean(at)
+        drawn[cls.title] = [s["layout"]["title"]["text"] for s in plotly_specs(at)]
+    # only the open tab is drawn (the browser draws a hidden tab's charts too); the others keep their controls
+    assert all(not set(a) & set(b) for t, a in drawn.items() for u, b in drawn.items() if t != u), drawn
+    assert sum(map(len, drawn.values())) >= 6 and "cosine similarity of positions" in drawn["Sinusoidal"], drawn
+    at.session_state["pe_tab"] = "Learned"
+    at.run()
+    at.slider(key="pe_rope_m").set_value(9).run()  # a closed tab's control
     assert_clean(at)
     at.slider(key="pe_train_len").set_value(4)
     at.number_input(key="pe_steps").set_value(50)
