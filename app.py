@@ -96,6 +96,7 @@ if lesson is not None:
 
 before = query_snapshot()
 S._page_figures = {}  # what ui.chart draws in this run, for the export panel
+S._page_tables = {}  # what ui.table draws in this run
 try:
     page.run()
 finally:

@@ -257,6 +257,33 @@ def controls(cs) -> dict:
     return values
 
 
+EDGE = "\u200b"  # a zero-width space: st.text dedents and strips its text; one at each end keeps it as written
+
+
+def text_box(text: str, slot=None) -> None:
+    """Text as it was written (a model's output, a filter's): in a bordered box, its line breaks
+    and spaces kept (a leading space too), never read as markup. Not ``st.code``: its syntax
+    highlighter is 1.6 MB of script a page loads and runs before it is still, for text that has no
+    syntax."""
+    with (slot or st).container(border=True):
+        st.text(EDGE + text + EDGE)
+
+
+def table(rows, key: str) -> None:
+    """A table, drawn as static markdown (``figures.markdown_table``); ``rows`` is a list of dicts
+    or a dict of columns. What it drew this run is kept under ``_page_tables[key]`` (the rows, as
+    given), beside the figures that ``chart`` keeps."""
+    if isinstance(rows, dict):
+        columns = list(rows)
+        rows = [dict(zip(columns, values)) for values in zip(*rows.values())]
+    rows = list(rows)
+    S.setdefault("_page_tables", {})[key] = rows
+    if rows:
+        st.markdown(figures.markdown_table(rows))
+    else:
+        st.caption("(an empty table)")
+
+
 def render(blocks) -> None:
     """Draw a list of ``explorer.view`` blocks."""
     for b in blocks:
@@ -269,7 +296,7 @@ def render(blocks) -> None:
         elif isinstance(b, view.Figure):
             chart(b.figure, b.key, b.description)
         elif isinstance(b, view.Table):
-            st.dataframe(b.rows, hide_index=True, key=b.key)
+            table(b.rows, b.key)
         elif isinstance(b, view.Columns):
             for col, inner in zip(st.columns(len(b.columns)), b.columns):
                 with col:

@@ -125,7 +125,7 @@ else:
                                            "Peak memory (measured)", "bytes"), "cx_m_mem",
                      "Measured peak memory against sequence length, per kind, log-log.")
         st.caption(f"Device: {result.device}. Sweep took {result.seconds:.1f} s.")
-        st.dataframe(complexity.table_rows(table), hide_index=True, key="cx_table")
+        ui.table(complexity.table_rows(table), "cx_table")
         if result.skipped:
             st.warning(complexity.skipped_markdown(result), icon=":material/block:")
         st.markdown(complexity.reading_markdown(result, table, lo))

@@ -187,7 +187,7 @@ if tab_experts.open:
             if trained_model:
                 st.subheader(f"Does each task get its own experts? (layer {layer})")
                 table = experts.specialisation(moe_model, settings.length)
-                st.dataframe(experts.specialisation_rows(table, layer), hide_index=True, key="moe_table")
+                ui.table(experts.specialisation_rows(table, layer), "moe_table")
                 st.caption(experts.specialisation_finding(table))
 
 

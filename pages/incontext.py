@@ -154,7 +154,7 @@ if tab_ind.open:
                          "previous-token score": round(clean["prev_token"][l][h], 3),
                          **({f"induction score, {ablate} ablated": round(abl["induction"][l][h], 3)} if head else {})}
                         for l in range(2) for h in range(settings.n_head)]
-                st.dataframe(rows, hide_index=True, key="icl_scores")
+                ui.table(rows, "icl_scores")
                 if ready:
                     st.markdown("**What came out**\n" + "\n".join(
                         f"- {line}" for line in icl.findings(run.probes, clean, head, abl)))

@@ -257,7 +257,7 @@ if runs and not training:
             text=f"Scoring the captions of {mm.EVAL_SCENES} held-out scenes and {mm.EVAL_SCENES} with unseen pairs…"),
             [score_bar])
     elif not failed:
-        st.dataframe(mm.score_rows(runs, evals, settings), hide_index=True, key="mm_scores")
+        ui.table(mm.score_rows(runs, evals, settings), "mm_scores")
         st.markdown("**What came out**\n" + "\n".join(f"- {line}" for line in mm.findings(runs, evals)))
         best, base = mm.frequency_baseline()
         st.caption(f"A model that ignores the image and always says the most frequent training caption (“{' '.join(best)}”) "

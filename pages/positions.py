@@ -110,11 +110,10 @@ else:
     with c2:
         ui.chart(figures.lines_figure(loss, "loss", "evaluation length", "loss (nats)", log_y=True), "pe_x_loss",
                  "Loss of each encoding's model at each evaluation length.")
-    st.dataframe([{"encoding": r["encoding"], "steps": r["steps"], "fitted L": "yes" if r["fitted"] else "no",
-                   "eval length": r["eval_len"],
-                   "accuracy": "—" if r["accuracy"] is None else f"{r['accuracy']:.1%}",
-                   "loss": "—" if r["loss"] is None else f"{r['loss']:.3f}", "note": r.get("note", "")}
-                  for r in result.rows], hide_index=True, key="pe_table")
+    ui.table([{"encoding": r["encoding"], "steps": r["steps"], "fitted L": "yes" if r["fitted"] else "no",
+               "eval length": r["eval_len"], "accuracy": "—" if r["accuracy"] is None else f"{r['accuracy']:.1%}",
+               "loss": "—" if r["loss"] is None else f"{r['loss']:.3f}", "note": r.get("note", "")}
+              for r in result.rows], "pe_table")
     for r in result.rows:
         if r.get("note"):
             st.warning(f"{r['encoding']} at length {r['eval_len']}: {r['note']}.", icon=":material/block:")

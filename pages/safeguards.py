@@ -171,7 +171,7 @@ def uncertainty_calibration(m, m_key, values: dict, who: str) -> None:
                "held-out last tenth, which training never reads. The fit minimises the NLL on the calibration half; "
                "the diagram, the curves and the table are measured on the test half.")
     st.markdown("**Temperature scaling, before and after** (T = 1 is the model's own probabilities)")
-    st.table(m.table())
+    ui.table(m.table(), "sg_unc_temps")
     report = m.at_threshold(float(values["threshold"]))
     st.markdown("**What came out**\n" + "\n".join(f"- {line}" for line in uncertainty.findings(report)))
     if who == "untrained":
@@ -253,10 +253,10 @@ def feedback_choices(settings) -> tuple:
                                  lambda: dpo.draw_pair(model, settings.seed, index))
         st.markdown(f"**Pair {index + 1}.** The base model continued this Emma text twice; which continuation "
                     "is better? (Your reason is yours: shorter words, fewer e's, more sense.)")
-        st.code(dpo.shown(prompt), language=None)
+        ui.text_box(dpo.shown(prompt))
         c_a, c_b = st.columns(2)
         for col, name, text in ((c_a, "a", a), (c_b, "b", b)):
-            col.code(dpo.shown(text), language=None)
+            ui.text_box(dpo.shown(text), col)
             col.button(f"{name.upper()} is better", key=f"sg_fb_pick_{name}", on_click=feedback_pick,
                        args=((prompt, a, b), name), use_container_width=True)
         st.button("Skip (neither): draw another pair", key="sg_fb_skip", on_click=feedback_pick,
@@ -341,9 +341,9 @@ def feedback_tab() -> None:
             with samples_slot.container():
                 st.markdown(f"**Samples before (reference) and after (policy, step "
                             f"{now.measurements[-1].step})**: the same prompts and the same random draws")
-                st.table({"prompt": [dpo.shown(p) for p, _, _ in now.samples],
+                ui.table({"prompt": [dpo.shown(p) for p, _, _ in now.samples],
                           "before (reference)": [dpo.shown(r) for _, r, _ in now.samples],
-                          "after (policy)": [dpo.shown(q) for _, _, q in now.samples]})
+                          "after (policy)": [dpo.shown(q) for _, _, q in now.samples]}, "sg_fb_samples")
 
     if running:
         ui.live(handle, draw, [status_slot, progress_slot, margin_slot, kl_slot, win_slot, samples_slot])
@@ -516,18 +516,18 @@ def privacy_filter(text: str) -> None:
     else:
         out, spans = privacy.redact(text)
         st.markdown("**The filter's output**")
-        st.code(out, language=None, wrap_lines=True)
+        ui.text_box(out)
         if spans:
-            st.dataframe(privacy.span_rows(text, spans), hide_index=True, key="sg_dp_spans")
+            ui.table(privacy.span_rows(text, spans), "sg_dp_spans")
         else:
             st.caption("It found nothing to hide in this text.")
     c1, c2 = st.columns(2)
     with c1:
         st.markdown("**What it misses** (private text it lets through)")
-        st.dataframe(privacy.miss_rows(), hide_index=True, key="sg_dp_misses")
+        ui.table(privacy.miss_rows(), "sg_dp_misses")
     with c2:
         st.markdown("**What it hides for nothing** (harmless numbers)")
-        st.dataframe(privacy.over_rows(), hide_index=True, key="sg_dp_over")
+        ui.table(privacy.over_rows(), "sg_dp_over")
 
 
 # ---------------------------------------------------------------------------------------------- bias
@@ -580,15 +580,15 @@ def bias_data(settings, data: dict) -> None:
         c1, c2 = st.columns(2)
         pairs = bias.examples(settings)
         c1.markdown(f"**Training sentences** (the first {len(pairs)} generated)")
-        c1.code("\n".join(a for a, _ in pairs), language=None)
+        ui.text_box("\n".join(a for a, _ in pairs), c1)
         c2.markdown("**Their counterfactual copies** (the group word swapped)")
-        c2.code("\n".join(b for _, b in pairs), language=None)
+        ui.text_box("\n".join(b for _, b in pairs), c2)
         st.markdown(f"**Counted in the training text** (the first {1 - texts.HELD_OUT:.0%} of it; the model learns from "
                     "that part):")
-        st.table({"text": list(data), "target sentences": [d.a + d.b for d in data.values()],
+        ui.table({"text": list(data), "target sentences": [d.a + d.b for d in data.values()],
                   "target: share saying zim": [f"{d.share_a:.1%}" for d in data.values()],
                   "counter sentences": [d.counter_a + d.counter_b for d in data.values()],
-                  "counter: share saying zim": [f"{d.counter_share_a:.1%}" for d in data.values()]})
+                  "counter: share saying zim": [f"{d.counter_share_a:.1%}" for d in data.values()]}, "sg_bias_counts")
         st.markdown("**The probe** (held-out templates, cut just before the group word; the model's "
                     "log P(zim) and log P(vor) are read in that slot):  \n"
                     + "  \n".join(f"`{bias.template_label(t)}`" for t in bias.PROBE_TEMPLATES))
@@ -664,7 +664,7 @@ def bias_tab() -> None:
     st.subheader("One probe, read from the models")
     occupation, template = bias_probe_controls(disabled=not finished_view)
     if finished_view:
-        st.dataframe(bias.probe_detail(run, occupation, template), hide_index=True, key="sg_bias_probe_table")
+        ui.table(bias.probe_detail(run, occupation, template), "sg_bias_probe_table")
         st.caption(f"Each log-probability is the sum over the word's {len(bias.GROUP_A)} characters of the model's "
                    "log-probability of that character given the probe and the characters before it (teacher-forced).")
     else:

@@ -146,7 +146,7 @@ def train_on_text(corpus: texts.Corpus, settings: textlm.TextSettings) -> None:
                         f"{md_escape(textlm.probe_start_words(corpus))}, temperature {settings.sample_temperature:g})")
             for step, text in textlm.samples(now):
                 st.caption(f"step {step}")
-                st.code(text, language=None, wrap_lines=True)
+                ui.text_box(text)
 
     if training:
         ui.live(handle, lambda: draw(handle.job.live()), [status_slot, progress_slot, loss_slot, lr_slot, samples_slot])
@@ -218,7 +218,7 @@ def write_with(shown, corpus, settings, key, training) -> None:
         head_controls(settings, disabled=True)
         return
     written = corpus.tokenizer.decode(gen.ids)
-    st.code(written, language=None, wrap_lines=True)
+    ui.text_box(written)
     st.caption(f"The prompt, then {len(gen.text)} characters written by the model "
                + ("after training" if shown.step else "before training (random weights)")
                + (", always the likeliest" if temperature == 0 else
@@ -401,7 +401,7 @@ def precision_tab(corpus: texts.Corpus, _settings) -> None:
         if run.report:
             st.markdown("**Where each number of one bf16 training step was held** (measured by "
                         "`precision_report`: hooks on the norms, the model's trace, the gradients and AdamW's state)")
-            st.table({"where": [w for w, _ in run.report], "dtype": [d for _, d in run.report]})
+            ui.table({"where": [w for w, _ in run.report], "dtype": [d for _, d in run.report]}, "tr_mp_where")
 
 
 # ---------------------------------------------------------------------------------------------- data-parallel
@@ -468,9 +468,9 @@ def ddp_tab(corpus: texts.Corpus, _settings) -> None:
     m2.metric("1 worker (baseline)", f"{c.single.tokens_per_s:,.0f} tokens/s")
     m3.metric("Speed-up", f"{c.speedup:.2f}×", help=f"The ideal is {settings.workers}×.")
     st.markdown("**Each worker**")
-    st.table({"rank": [w.rank for w in c.parallel.workers], "device": [w.device for w in c.parallel.workers],
+    ui.table({"rank": [w.rank for w in c.parallel.workers], "device": [w.device for w in c.parallel.workers],
               "ms per step": [f"{w.step_s * 1e3:.1f}" for w in c.parallel.workers],
-              "tokens/s": [f"{w.tokens_per_s:,.0f}" for w in c.parallel.workers]})
+              "tokens/s": [f"{w.tokens_per_s:,.0f}" for w in c.parallel.workers]}, "tr_ddp_workers")
     st.metric("Largest parameter difference against one process", f"{c.max_abs_diff:.2g}",
               help="Max |parameter of the workers' run − parameter of single-process training on the same global "
                    "batch| after the same steps.")

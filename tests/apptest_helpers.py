@@ -36,6 +36,25 @@ def plotly_specs(at: AppTest) -> list[dict]:
     return [json.loads(e.proto.spec) for e in at.get("plotly_chart")]
 
 
+def shown_table(at: AppTest, key: str):
+    """The rows of the table the page drew under ``key`` (``ui.table``), as a pandas DataFrame; it
+    fails unless the page shows them now, as its markdown table."""
+    import pandas as pd
+
+    from explorer.figures import markdown_table
+
+    rows = at.session_state["_page_tables"][key]
+    assert markdown_table(rows) in [m.value for m in at.markdown], f"table {key} is not on the page"
+    return pd.DataFrame(rows)
+
+
+def boxed_texts(at: AppTest) -> list[str]:
+    """The texts ``ui.text_box`` showed, as written."""
+    from ui import EDGE
+
+    return [t.value.removeprefix(EDGE).removesuffix(EDGE) for t in at.text]
+
+
 def iframes(at: AppTest) -> list[str]:
     return [e.proto.srcdoc for e in at.get("iframe")]
 

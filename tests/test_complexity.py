@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from apptest_helpers import assert_clean, open_page, plotly_specs, run_until, texts
+from apptest_helpers import assert_clean, open_page, plotly_specs, run_until, shown_table, texts
 from explorer import bench
 from explorer.jobs import Scheduler
 from explorer.measure import (Row, SweepJob, SweepResult, SweepSettings, all_kinds, crossover, loglog_slope,
@@ -117,7 +117,7 @@ def test_complexity_page_small_sweep():
     assert sdpa["x"] == [128, 256, 512, 1024, 2048] and all(y > 0 for y in sdpa["y"])
     assert "error_y" in sdpa  # whiskers: the fastest and slowest call
     assert any("Skipped" in w and "softmax at N = 2,048" in w for w in texts(at.warning))  # over 0.1 GB
-    assert at.dataframe[0].value.shape[0] == 4
+    assert shown_table(at, "cx_table").shape[0] == 4
     reading = next(m.value for m in at.markdown if m.value.startswith("**Reading the plots"))
     assert "of the time it needs without a mask" in reading  # the sdpa causal/no-mask measurement
     # the whole model beside it: flat and funnel, timed at the sweep's lengths from 256 (a job of its own)

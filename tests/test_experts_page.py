@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from apptest_helpers import assert_clean, open_page, plotly_specs, run_until, texts
+from apptest_helpers import assert_clean, open_page, plotly_specs, run_until, shown_table, texts
 from explorer import experts
 from explorer.config import ModelConfig
 from explorer.tasks import IGNORE, TASKS
@@ -119,7 +119,7 @@ def test_page_trains_and_shows_every_view():
     titles = [s["layout"].get("title", {}).get("text", "") for s in plotly_specs(at)]
     assert "held-out loss" in titles and any(t.startswith("each expert") for t in titles)
     assert any("What came out" in m.value for m in at.markdown)
-    table = at.dataframe[0].value
+    table = shown_table(at, "moe_table")
     assert list(table["task"]) == list(experts.TAGS) and f"expert {SMALL.n_experts - 1}" in table.columns
     at.text_input(key="moe_input").set_value("ab1").run()  # bad input: a message, nothing lost
     assert_clean(at)

@@ -2,7 +2,7 @@
 ablation, links, and the few-shot tab."""
 from streamlit.testing.v1 import AppTest
 
-from apptest_helpers import APP, assert_clean, open_page, plotly_specs, run_until, texts
+from apptest_helpers import APP, assert_clean, open_page, plotly_specs, run_until, shown_table, texts
 from explorer import incontext as icl
 
 PAGE = "pages/incontext.py"
@@ -38,7 +38,7 @@ def test_first_open_says_what_to_do():
     assert any("untrained model's heads" in c for c in texts(at.caption))
     untrained = icl.build_model(icl.InductionSettings().model_config(), 0)
     clean, _ = icl.ablation_rows(untrained, icl.InductionSettings(), None)
-    table = at.dataframe[0].value
+    table = shown_table(at, "icl_scores")
     assert list(table["induction score"]) == [round(x, 3) for layer in clean["induction"] for x in layer]
     assert not any("What came out" in m.value for m in at.markdown)
 
@@ -58,7 +58,7 @@ def test_training_draws_the_curves_the_maps_and_what_came_out():
     for line in icl.findings(run.probes, clean):
         assert line in found
     assert at.query_params["icl_trained"] == "1"
-    table = at.dataframe[0].value
+    table = shown_table(at, "icl_scores")
     assert len(table) == 8 and set(table.columns) == {"head", "induction score", "previous-token score"}
 
 
@@ -69,7 +69,7 @@ def test_ablating_a_head_measures_again_and_says_what_changed():
     run = at.session_state["icl_handle"].result()
     clean, ablated = icl.ablation_rows(run.model, icl.InductionSettings(steps=250, seed=3), (0, 1))
     assert clean != ablated
-    table = at.dataframe[0].value
+    table = shown_table(at, "icl_scores")
     col = "induction score, L0 H1 ablated"
     assert list(table[col]) == [round(ablated["induction"][l][h], 3) for l in range(2) for h in range(4)]
     found = next(m.value for m in at.markdown if "What came out" in m.value)

@@ -1,7 +1,7 @@
 """The Multimodal page through AppTest: the composer, links, bad input, training, stopping and scores."""
 from streamlit.testing.v1 import AppTest
 
-from apptest_helpers import APP, assert_clean, multimodal_busy, open_page, plotly_specs, run_until, texts
+from apptest_helpers import APP, assert_clean, multimodal_busy, open_page, plotly_specs, run_until, shown_table, texts
 from explorer import multimodal as mm
 from explorer import scenes
 
@@ -73,7 +73,7 @@ def test_training_then_scores_findings_and_a_link_flag():
     run_until(at, multimodal_busy, timeout_s=240)
     assert_clean(at)
     assert not any("(untrained)" in m.value for m in at.markdown)
-    table = at.dataframe[0].value
+    table = shown_table(at, "mm_scores")
     assert list(table["steps"]) == [100, 100]
     assert list(table["attention weights per head"]) == [f"{mm.attention_scores(mm.MultimodalSettings().config(f)):,}"
                                                          for f in ("cross", "early")]

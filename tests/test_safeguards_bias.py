@@ -10,7 +10,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 import apptest_helpers as helpers
-from apptest_helpers import assert_clean, plotly_specs, run_until, texts
+from apptest_helpers import assert_clean, boxed_texts, plotly_specs, run_until, shown_table, texts
 from explorer import bias
 from explorer.bias import BiasRecord, BiasRun, BiasSettings, DataCounts, ProbeResult
 
@@ -37,10 +37,10 @@ def test_first_open_shows_the_data_without_training():
     data = bias.data_counts(settings)
     bars = chart(at, "share of zim")
     assert [t["y"] for t in bars["data"]] == [[d.share_a, d.counter_share_a] for d in data.values()]
-    code = texts(at.code)
+    code = boxed_texts(at)
     pairs = bias.examples(settings)
     assert "\n".join(a for a, _ in pairs) in code and "\n".join(b for _, b in pairs) in code
-    table = at.table[0].value
+    table = shown_table(at, "sg_bias_counts")
     assert list(table["target: share saying zim"]) == [f"{d.share_a:.1%}" for d in data.values()]
     assert any(all(bias.template_label(t) in m for t in bias.PROBE_TEMPLATES) for m in texts(at.markdown))
     assert at.selectbox(key="sg_bias_occupation").disabled
@@ -65,10 +65,10 @@ def test_a_tiny_run_finishes_with_its_charts_findings_and_one_probe():
     found = next(m.value for m in at.markdown if "What came out" in m.value)
     for sentence in run.findings():
         assert sentence in found
-    assert at.dataframe[0].value.to_dict("records") == bias.probe_detail(run, "baker", bias.PROBE_TEMPLATES[0])
+    assert shown_table(at, "sg_bias_probe_table").to_dict("records") == bias.probe_detail(run, "baker", bias.PROBE_TEMPLATES[0])
     at.selectbox(key="sg_bias_occupation").set_value("nurse").run()
     at.selectbox(key="sg_bias_template").set_value(bias.PROBE_TEMPLATES[2]).run()
-    assert at.dataframe[0].value.to_dict("records") == bias.probe_detail(run, "nurse", bias.PROBE_TEMPLATES[2])
+    assert shown_table(at, "sg_bias_probe_table").to_dict("records") == bias.probe_detail(run, "nurse", bias.PROBE_TEMPLATES[2])
     assert at.query_params["sg_bias_done"] == "1"
 
 
@@ -80,7 +80,7 @@ def test_closed_tab_keeps_link_values_and_without_augmentation_one_text():
     assert (s["sg_bias_skew"], s["sg_bias_occupation"], s["sg_bias_augment"], s["sg_bias_steps"]) == (
         0.3, "guard", False, 100)
     at = opened_with({"sg_tab": "Bias", "sg_bias_augment": "false", "sg_bias_sentences": "500"})
-    assert list(at.table[0].value["text"]) == ["skewed"]
+    assert list(shown_table(at, "sg_bias_counts")["text"]) == ["skewed"]
     assert [t["name"] for t in chart(at, "share of zim")["data"]] == ["skewed text"]
 
 

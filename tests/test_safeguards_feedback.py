@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import apptest_helpers as helpers
-from apptest_helpers import assert_clean, plotly_specs, run_until, texts
+from apptest_helpers import assert_clean, boxed_texts, plotly_specs, run_until, shown_table, texts
 from explorer import dpo
 from explorer.figures import md_escape
 
@@ -117,7 +117,7 @@ def test_a_scripted_run_from_a_link_shows_its_measurements():
     found = findings_text(at)
     for line in run.findings:
         assert md_escape(line) in found
-    table = at.table[0].value
+    table = shown_table(at, "sg_fb_samples")
     assert list(table["after (policy)"]) == [dpo.shown(q) for _, _, q in run.samples]
     assert at.query_params["sg_fb_done"] == "1"
 
@@ -127,7 +127,7 @@ def test_a_persons_choices_too_few_removed_cleared_then_trained_on():
     run_until(at, busy("sg_fb_base_handle"), timeout_s=300)
     assert_clean(at)
     assert any(md_escape(dpo.choices_needed(0)) in i for i in texts(at.info))
-    pair = [c.value for c in at.code][:3]
+    pair = boxed_texts(at)[:3]
     at.button(key="sg_fb_pick_a").click().run()
     assert [tuple(map(dpo.shown, c[:3])) for c in at.session_state["sg_fb_choices"]] == [tuple(pair)]
     assert at.session_state["sg_fb_choices"][0][3] == "a"

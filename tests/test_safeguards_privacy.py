@@ -9,7 +9,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 import apptest_helpers as helpers
-from apptest_helpers import assert_clean, plotly_specs, run_until, texts
+from apptest_helpers import assert_clean, boxed_texts, plotly_specs, run_until, shown_table, texts
 from explorer import accountant, bench, privacy
 from explorer.corpus import builtin
 from explorer.figures import md_escape
@@ -145,12 +145,15 @@ def test_the_filter_shows_typed_text_as_text_with_its_catches_and_its_misses():
     hostile = "<img src=x onerror=alert(1)> **bold** mail [me](http://x) at eve@example.org, PIN 4 8 1 5 2"
     at = opened_with({"sg_tab": "Privacy", "sg_dp_text": hostile})
     out, spans = privacy.redact(hostile)
-    assert out in [c.value for c in at.code]  # a code block: shown as typed
-    tables = dict(zip(("sg_dp_spans", "sg_dp_misses", "sg_dp_over"), (d.value for d in at.dataframe)))
+    assert out in boxed_texts(at)  # shown as typed
+    tables = {k: shown_table(at, k) for k in ("sg_dp_spans", "sg_dp_misses", "sg_dp_over")}
     assert tables["sg_dp_spans"]["text hidden"].tolist() == ["1", "eve@example.org", "4 8 1 5 2"]
     assert tables["sg_dp_misses"]["should hide"].tolist() == [c.private for c in privacy.known_misses()]
     assert tables["sg_dp_over"]["filter output"].tolist() == [o for _, o in privacy.over_redactions()]
     assert not any("<img" in m for m in texts(at.markdown))
+    indented = "  two spaces first,\n    then four: call 555 0100  "
+    at.text_area(key="sg_dp_text").set_value(indented).run()
+    assert privacy.redact(indented)[0] in boxed_texts(at)  # its spaces kept, leading and trailing
     at.text_area(key="sg_dp_text").set_value("   ").run()
     assert any("Nothing filtered: the box is empty" in w for w in texts(at.warning))
     at.text_area(key="sg_dp_text").set_value("9" * 5000).run()

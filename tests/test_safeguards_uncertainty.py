@@ -10,7 +10,7 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 import apptest_helpers as helpers
-from apptest_helpers import assert_clean, plotly_specs, run_until, texts
+from apptest_helpers import assert_clean, plotly_specs, run_until, shown_table, texts
 from explorer import safeguards, textlm, uncertainty as unc
 from explorer.figures import md_escape
 
@@ -48,7 +48,7 @@ def check_views(at, m: unc.Measured, threshold: float = 1.5, temperature: float 
     curve = chart(at, "ECE and NLL against temperature")
     assert curve["data"][0]["x"] == list(unc.GRID) and curve["data"][0]["y"] == [round(e, 5) for e in m.grid_ece]
     assert curve["layout"]["shapes"][0]["x0"] == m.report.fitted_t
-    table = at.table[0].value
+    table = shown_table(at, "sg_unc_temps")
     assert list(table["ECE"]) == m.table()["ECE"] and list(table["temperature"]) == m.table()["temperature"]
     found = findings_text(at)
     for sentence in unc.findings(m.at_threshold(threshold)):

@@ -5,7 +5,7 @@ import math
 from streamlit.testing.v1 import AppTest
 
 import apptest_helpers as helpers
-from apptest_helpers import assert_clean, open_page, plotly_specs, run_until, texts
+from apptest_helpers import assert_clean, boxed_texts, open_page, plotly_specs, run_until, texts
 from explorer import corpus as corpora, device, textlm
 from explorer.figures import md_escape
 
@@ -38,7 +38,7 @@ def test_first_open_shows_the_untrained_model_and_its_charts():
     lr = line(chart(at, "learning rate"), "learning rate")
     assert lr["y"] == textlm.schedule_series(textlm.TextSettings())["learning rate"][1]
     assert any(f"Runs on: **{device.describe(textlm.run_device())}**" in c and "883,027 characters" in c for c in texts(at.caption))
-    assert len(at.code) >= 2  # the untrained model's sample at step 0 and the sample below
+    assert len(at.text) >= 2  # the untrained model's sample at step 0 and the sample below
     for key, value in textlm.url_defaults().items():  # what a lesson starts from is what the page opens with
         assert at.session_state[key] == value, key
 
@@ -96,7 +96,7 @@ def test_a_tiny_run_trains_to_the_end_and_its_held_out_loss_falls_below_ln_vocab
     found = next(m.value for m in at.markdown if "What came out" in m.value)
     for sentence in textlm.findings(run, emma):
         assert sentence in found
-    assert [c.value for c in at.code][:2] == [run.probes[-1][1]["sample"], run.probes[0][1]["sample"]]
+    assert boxed_texts(at)[:2] == [run.probes[-1][1]["sample"], run.probes[0][1]["sample"]]
     assert at.query_params["tr_trained"] == "1"
     assert any("after training" in c for c in texts(at.caption))
 

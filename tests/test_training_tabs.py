@@ -77,7 +77,7 @@ def test_mixed_precision_shows_time_per_step_the_report_and_the_device():
     for sentence in run.findings():
         assert sentence in found
     assert any(s in found for s in report_sentences(run.report, "bf16"))
-    table = at.table[0].value
+    table = helpers.shown_table(at, "tr_mp_where")
     assert list(table["where"]) == [w for w, _ in run.report] and list(table["dtype"]) == [d for _, d in run.report]
     assert dict(run.report)["loss"] == "float32" and dict(run.report)["queries, keys, values"] == "bfloat16"
     assert chart(at, "held-out loss against step") and chart(at, "held-out loss against training time")
@@ -97,7 +97,7 @@ def test_data_parallel_runs_two_workers_and_shows_the_comparison():
     assert c.max_abs_diff < 1e-3
     shown = {m.label: m.value for m in at.metric}
     assert shown["Speed-up"] == f"{c.speedup:.2f}×"
-    assert list(at.table[0].value["rank"]) == [0, 1]
+    assert list(helpers.shown_table(at, "tr_ddp_workers")["rank"]) == [0, 1]
     found = findings_text(at)
     for sentence in c.findings:
         assert sentence in found
