@@ -46,7 +46,10 @@ def train_to_the_end(page, steps: int = 100) -> None:
 
 
 def samples(page) -> list[str]:
-    return page.locator("[data-testid='stCode']").all_inner_texts()
+    """The texts the page shows in its boxes (ui.text_box), as written."""
+    from ui import EDGE
+
+    return [t.strip(EDGE) for t in page.locator("[data-testid='stText']").all_inner_texts()]
 
 
 def clean(page) -> None:
