@@ -72,11 +72,12 @@ def token_label(tok: str) -> str:
 MAX_LABELS = 40  # token labels on an axis at most: past that every k-th token is labelled
 
 
-def _axis(tokens: Sequence[str], domain, anchor, show: bool, reverse=False, size=11):
+def _axis(tokens: Sequence[str], domain, anchor, show: bool, reverse=False, size=11, names=None):
+    """A token axis: every k-th token labelled; ``names`` when its coordinates are category names."""
     every = max(1, -(-len(tokens) // MAX_LABELS))
     ax = {
         "domain": [min(1.0, max(0.0, round(d, 6))) for d in domain], "anchor": anchor, "tickmode": "array",
-        "tickvals": list(range(0, len(tokens), every)),
+        "tickvals": list(names or range(len(tokens)))[::every],
         "ticktext": [token_label(t) for t in tokens[::every]] if show else [],
         "showticklabels": show, "tickfont": {"size": size, "family": "monospace"}, "showgrid": False,
         "zeroline": False, "constrain": "domain",
@@ -98,20 +99,20 @@ def weight_scale(weights: np.ndarray) -> dict:
 
 def attention_heatmap(weights: np.ndarray, tokens: Sequence[str], title: str = "", height: int = 520) -> dict:
     """One head's ``(T, T)`` attention: rows are queries (who looks), columns keys (looked at)."""
-    T = len(tokens)
-    labels = [token_label(t) for t in tokens]
-    custom = [[[labels[i], labels[j]] for j in range(T)] for i in range(T)]
+    # each position is a category named by its index and token, so the hover names both from the
+    # axes alone (two strings per cell in ``customdata`` cost the browser more than the map itself)
+    names = [f"{i} '{token_label(t)}'" for i, t in enumerate(tokens)]
     trace = {
-        "type": "heatmap", "z": np.round(weights, 4).tolist(), "x": list(range(T)), "y": list(range(T)),
-        **weight_scale(weights), "customdata": custom,
+        "type": "heatmap", "z": np.round(weights, 4).tolist(), "x": names, "y": names, **weight_scale(weights),
         "colorbar": {"title": {"text": "weight"}, "thickness": 12},
-        "hovertemplate": "query %{y} '%{customdata[0]}' → key %{x} '%{customdata[1]}'<br>weight %{z:.3f}<extra></extra>",
+        "hovertemplate": "query %{y} → key %{x}<br>weight %{z:.3f}<extra></extra>",
     }
     layout = {
         "title": {"text": html.escape(title)}, "height": height, "margin": {"l": 50, "r": 20, "t": 40, "b": 40},
-        "xaxis": {**_axis(tokens, (0, 1), "y", True), "title": {"text": "key (attended to)"}, "side": "bottom"},
-        "yaxis": {**_axis(tokens, (0, 1), "x", True, reverse=True), "title": {"text": "query"},
-                  "scaleanchor": "x"},
+        "xaxis": {**_axis(tokens, (0, 1), "y", True, names=names), "title": {"text": "key (attended to)"},
+                  "side": "bottom", "type": "category"},
+        "yaxis": {**_axis(tokens, (0, 1), "x", True, reverse=True, names=names), "title": {"text": "query"},
+                  "scaleanchor": "x", "type": "category"},
     }
     return {"data": [trace], "layout": layout}
 

@@ -221,3 +221,29 @@ def test_the_page_benchmark_times_a_page_by_the_browsers_clock(browser, server):
     t = open_and_time(browser, server + spec.path, spec.charts, timeout_s=120)
     assert 0 < t["first_chart_s"] <= t["charts_s"] <= t["idle_s"] < t["confirmed_s"], t
     assert t["exceptions"] == 0 and t["page_errors"] == 0, t
+
+
+def test_an_attention_maps_hover_names_the_query_and_key_tokens(page, server):
+    """The selected head's map: hovering a cell says which query looks at which key, by position
+    and token (from the axes' categories: the labels the axes show), and the weight."""
+    page.goto(server + "/")
+    wait_until_idle(page)
+    wait_for_charts(page, 2)
+    chart = page.locator("[data-testid='stPlotlyChart']").filter(has_text="layer 0, head 0").first
+    rows = chart.locator(".yaxislayer-above .ytick text").all_text_contents()  # top to bottom: query 0, 1, ...
+    cols = chart.locator(".xaxislayer-above .xtick text").all_text_contents()
+    assert len(rows) == len(cols) > 10
+    chart.evaluate("e => e.scrollIntoView({block: 'center'})")
+    page.wait_for_timeout(300)
+    box = chart.locator(".nsewdrag").first.bounding_box()
+    T = len(rows)
+    for r, c in ((T - 1, 0), (T // 2, T // 3), (5, 5)):
+        page.mouse.move(box["x"] + (c + 0.5) * box["width"] / T, box["y"] + (r + 0.5) * box["height"] / T)
+        label = chart.locator(".hoverlayer .hovertext")
+        expect(label).to_contain_text(f"query {r} ")  # plotly has moved its label here
+        text = " ".join(label.all_text_contents())  # an svg text: its lines run together
+        m = re.search(r"query (\d+) '(.+?)' → key (\d+) '(.+?)'\s*weight (\d\.\d{3})", text)
+        assert m and (int(m[1]), int(m[3])) == (r, c), text
+        assert (m[2], m[4]) == (rows[r], cols[c]), text
+    page.mouse.move(box["x"] + (T - 1.5) * box["width"] / T, box["y"] + 0.5 * box["height"] / T)  # above the diagonal
+    expect(chart.locator(".hoverlayer .hovertext")).to_contain_text("weight 0.000")
