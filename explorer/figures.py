@@ -23,7 +23,7 @@ def md_escape(text: str) -> str:
 
 
 def _cell(v) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
+    if v is None:
         return "—"
     if isinstance(v, bool):
         return "yes" if v else "no"
@@ -31,6 +31,8 @@ def _cell(v) -> str:
         return f"{int(v):,}"
     if isinstance(v, (float, np.floating)):
         v = float(v)
+        if math.isnan(v):
+            return "—"
         if v.is_integer() and abs(v) < 1e15:
             return f"{int(v):,}"
         return f"{v:,.1f}" if abs(v) >= 100 else f"{v:.4g}"

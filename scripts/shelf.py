@@ -78,9 +78,11 @@ def main(argv=None) -> int:
             result = h.result()
             if args.check:
                 shipped = shelf.get(h.job.key)
-                a, b = (None, None) if shipped is None else (untimed(encode(shipped)), untimed(encode(result)))
-                exact = shipped is not None and same_tree(a, b)
-                close = exact or (shipped is not None and same_tree(a, b, **ROUNDING))
+                exact = close = False
+                if shipped is not None:
+                    a, b = untimed(encode(shipped)), untimed(encode(result))
+                    exact = same_tree(a, b)
+                    close = exact or same_tree(a, b, **ROUNDING)
                 bad += not close
                 print(f"{lesson_id}: {h.job.title}: " + ("same as shipped, bit for bit" if exact else
                       "same as shipped but for this CPU's rounding" if close else "DIFFERS from the shelf"))

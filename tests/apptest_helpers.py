@@ -48,11 +48,16 @@ def shown_table(at: AppTest, key: str):
     return pd.DataFrame(rows)
 
 
-def boxed_texts(at: AppTest) -> list[str]:
-    """The texts ``ui.text_box`` showed, as written."""
+def as_written(shown: str) -> str:
+    """A text ``ui.text_box`` showed, without the zero-width spaces that keep its edges."""
     from ui import EDGE
 
-    return [t.value.removeprefix(EDGE).removesuffix(EDGE) for t in at.text]
+    return shown.removeprefix(EDGE).removesuffix(EDGE)
+
+
+def boxed_texts(at: AppTest) -> list[str]:
+    """The texts ``ui.text_box`` showed, as written."""
+    return [as_written(t.value) for t in at.text]
 
 
 def iframes(at: AppTest) -> list[str]:

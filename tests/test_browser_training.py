@@ -47,9 +47,9 @@ def train_to_the_end(page, steps: int = 100) -> None:
 
 def samples(page) -> list[str]:
     """The texts the page shows in its boxes (ui.text_box), as written."""
-    from ui import EDGE
+    from apptest_helpers import as_written
 
-    return [t.strip(EDGE) for t in page.locator("[data-testid='stText']").all_inner_texts()]
+    return [as_written(t) for t in page.locator("[data-testid='stText']").all_inner_texts()]
 
 
 def clean(page) -> None:
