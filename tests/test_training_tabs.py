@@ -92,8 +92,9 @@ def test_data_parallel_runs_two_workers_and_shows_the_comparison():
     at.button(key="tr_ddp_go").click().run()
     finish(at, "tr_ddp_handle")
     assert_clean(at)
-    c = at.session_state["tr_ddp_handle"].result()
-    assert c is not None and c.parallel.world == 2 and c.single.world == 1
+    handle = at.session_state["tr_ddp_handle"]
+    c = handle.result()
+    assert c is not None and c.parallel.world == 2 and c.single.world == 1, (handle.status, handle.error)
     assert c.max_abs_diff < 1e-3
     shown = {m.label: m.value for m in at.metric}
     assert shown["Speed-up"] == f"{c.speedup:.2f}×"
