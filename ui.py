@@ -143,19 +143,26 @@ def app_icon():
 
 # ---------------------------------------------------------------------------------------------- drawing
 PLOT_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 3}}
+X_TITLE_ROOM = 55  # pixels below a plot for its x tick labels and the axis title under them
 
 
 def plotly_figure(fig: dict) -> go.Figure:
-    """A figure dict from explorer.figures as a plotly Figure, with its axes' tick labels drawn
-    where they fall (``ticklabeloverflow="allow"``). Plotly's default for numeric axes, "hide past
-    div", measures every tick label in the browser (a forced layout each) to hide the ones that
-    would overflow the figure; the builders leave room for their labels, and that measuring was the
-    largest single step of drawing a page of attention maps (a CPU profile of the extrapolation
-    lesson in Chromium: 0.58 s of the 1.6 s plotly spent)."""
+    """A figure dict from explorer.figures as a plotly Figure, its axes drawn in the margins its
+    builder set: tick labels where they fall (``ticklabeloverflow="allow"``) and no automatic
+    margins (``automargin=False``). Plotly's default for numeric axes, "hide past div", measures
+    every tick label in the browser (a forced layout each) to hide the ones that would overflow the
+    figure; its template's ``automargin`` measures every label and title again to grow the margins,
+    then draws the figure a second time. The builders leave room for their labels (a Chromium test
+    finds no axis text outside its figure on the pages and lessons), and the measuring was the
+    largest part of drawing a page of attention maps (CPU profiles of the extrapolation lesson in
+    Chromium: 0.58 s of plotly's 1.6 s for the tick labels; then 0.2 s for the margins)."""
     layout = dict(fig.get("layout") or {})
     names = [k for k in layout if k.startswith(("xaxis", "yaxis"))] or ["xaxis", "yaxis"]
     for name in names:
-        layout[name] = {"ticklabeloverflow": "allow", **(layout.get(name) or {})}
+        axis = layout[name] = {"ticklabeloverflow": "allow", "automargin": False, **(layout.get(name) or {})}
+        if name.startswith("xaxis") and axis.get("side", "bottom") == "bottom" and (axis.get("title") or {}).get("text"):
+            margin = layout["margin"] = dict(layout.get("margin") or {})  # room for labels and the title below them
+            margin["b"] = max(margin.get("b", 80), X_TITLE_ROOM)
     return go.Figure({**fig, "layout": layout})
 
 
@@ -310,8 +317,37 @@ def section(s: view.Section, **context) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- per-session caches
-def cached(name: str, key, make: Callable, size: int = 16):
-    """A small per-session LRU (for things tied to this user's model)."""
+class _SharedResults:
+    """A server-wide LRU of results every session would compute alike (see ``cached``)."""
+
+    def __init__(self, size: int):
+        self.size, self.lock, self.store = size, threading.Lock(), OrderedDict()
+
+    def get(self, key, make: Callable):
+        with self.lock:
+            if key in self.store:
+                self.store.move_to_end(key)
+                return self.store[key]
+        value = make()  # outside the lock: another key's computation need not wait (a race computes twice)
+        with self.lock:
+            self.store[key] = value
+            while len(self.store) > self.size:
+                self.store.popitem(last=False)
+        return value
+
+
+@st.cache_resource
+def _shared_results() -> _SharedResults:
+    return _SharedResults(size=64)
+
+
+def cached(name: str, key, make: Callable, size: int = 16, shared: bool = False):
+    """A small per-session LRU (for things tied to this user's model). ``shared``: every session
+    asking for ``key`` gets the same result (the key describes a shared run and the page's own
+    defaults, never anything a student typed), so it is computed once per server and handed out
+    read-only from a server-wide LRU; a second student opening the same view does not pay for it."""
+    if shared:
+        return _shared_results().get((name, key), make)
     store = S.setdefault(name, OrderedDict())
     if key in store:
         store.move_to_end(key)

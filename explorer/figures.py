@@ -156,7 +156,7 @@ def attention_grid(attn: np.ndarray, tokens: Sequence[str], cell: int = 150, lay
     ]
     layout.update({
         "height": max(220, int(cell * n_layer * max(1.0, 4 / max(n_head, 1)))) + 40,
-        "margin": {"l": 60, "r": 10, "t": 30, "b": 20}, "annotations": annotations,
+        "margin": {"l": 60, "r": 10, "t": 30, "b": 45 if show_labels else 20}, "annotations": annotations,
     })
     return {"data": data, "layout": layout}
 
@@ -315,7 +315,7 @@ def lines_figure(series: dict, title: str, xtitle: str, ytitle: str, log_x: bool
     if y_range is not None:
         yaxis["range"] = list(y_range)
     return {"data": data, "layout": {
-        "title": {"text": html.escape(title)}, "height": height, "margin": {"l": 60, "r": 10, "t": 40, "b": 45},
+        "title": {"text": html.escape(title)}, "height": height, "margin": {"l": 60, "r": 20, "t": 40, "b": 45},
         "xaxis": xaxis, "yaxis": yaxis, "legend": {"orientation": "h", "y": -0.25}, "shapes": mark_lines(marks),
     }}
 

@@ -23,6 +23,7 @@ class Generation:
     text: str  # what it wrote
     probs: list[float]  # probability the model gave each written character
     ids: list[int]  # prompt + written token ids
+    logits: list[torch.Tensor]  # (V,) each: the logits each written token was drawn from, on the CPU
 
 
 def distribution(logits: torch.Tensor, temperature: float, top_k: Optional[int] = None) -> torch.Tensor:
@@ -75,13 +76,15 @@ def generate(
     idx = torch.tensor([ids], device=device)
     cache = KVCache.for_model(model) if use_cache else None
     feed = idx  # what the cache has not read yet
-    text, probs = [], []
+    text, probs, read = [], [], []
     for _ in range(max_new_tokens):
         if cache is None:
             logits = model(idx[:, -context:]).logits[0, -1]
         else:
             logits = model(feed, cache=cache).logits[0, -1]
-        p = distribution(logits.cpu(), temperature, top_k)
+        logits = logits.float().cpu()
+        read.append(logits)
+        p = distribution(logits, temperature, top_k)
         if temperature > 0:
             nxt = int(torch.multinomial(p, 1, generator=gen))
         else:
@@ -93,4 +96,4 @@ def generate(
         probs.append(float(p[nxt]))
         if stop is not None and ch == stop:
             break
-    return Generation("".join(text), probs, idx[0].tolist())
+    return Generation("".join(text), probs, idx[0].tolist(), read)

@@ -72,27 +72,12 @@ def token_uncertainty(model: GPT, tokenizer: CharTokenizer, prompt: str, n: int,
     if n < 1:
         raise UncertaintyError(f"n = {n}: write at least one character")
     gen = generate(model, tokenizer, prompt, n, temperature, top_k or None, seed, slide=slide)
-    logits = _written_logits(model, gen.ids, len(gen.ids) - len(gen.text))  # (n, V)
     infos = []
     for i, ch in enumerate(gen.text):
-        p = distribution(logits[i], temperature, top_k)
+        p = distribution(gen.logits[i], temperature, top_k)  # what generate drew it from
         h = float(entropy(p))
         infos.append(TokenInfo(ch, gen.probs[i], h, h > threshold))
     return infos
-
-
-def _written_logits(model: GPT, ids: list[int], start: int) -> torch.Tensor:
-    """The logits that predicted ``ids[start:]``, each read as ``generate`` read it (the last
-    ``block_size`` tokens before it): one pass when everything fits, else one pass per token.
-    ``-> (len(ids) - start, V)`` on the CPU."""
-    context = model.config.block_size
-    device = next(model.parameters()).device
-    model.eval()
-    if len(ids) - 1 <= context:
-        out = model(torch.tensor([ids[:-1]], device=device)).logits[0]  # (len - 1, V)
-        return out[start - 1:].float().cpu()
-    rows = [model(torch.tensor([ids[:j][-context:]], device=device)).logits[0, -1] for j in range(start, len(ids))]
-    return torch.stack(rows).float().cpu()
 
 
 def uncertainty_html(infos: Sequence[TokenInfo], by: str = "probability") -> str:

@@ -86,8 +86,10 @@ def conversation_views() -> None:
     """The conversation coloured by reach, what is forgotten, and the cache layer by layer."""
     model = untrained(settings)
     config = settings.config()
-    writing = ui.cached("mem_writing", (settings, text), lambda: mem.write(model, text, settings.new_tokens))
-    forgot = ui.cached("mem_forgetting", (settings, text), lambda: mem.forgetting(model, text))
+    shared = S.mem_turns == list(mem.DEFAULT_TURNS)  # the example conversation: the same for everyone
+    writing = ui.cached("mem_writing", (settings, text), lambda: mem.write(model, text, settings.new_tokens),
+                        shared=shared)
+    forgot = ui.cached("mem_forgetting", (settings, text), lambda: mem.forgetting(model, text), shared=shared)
     summary = forgot.summary()
 
     st.markdown(figures.forgetting_html(S.mem_turns, forgot), unsafe_allow_html=True)

@@ -137,7 +137,8 @@ def uncertainty_text(model, model_key, corpus, values: dict, who: str) -> None:
         infos = ui.cached("sg_unc_written", (model_key, values["prompt"], int(values["chars"]),
                                              float(values["temperature"])),
                           lambda: uncertainty.write(model, corpus, values["prompt"], int(values["chars"]),
-                                                    float(values["temperature"]), 0.0))
+                                                    float(values["temperature"]), 0.0),
+                          shared=values["prompt"] == UNC["sg_unc_prompt"])  # the example prompt: the same for all
     except (textlm.PromptError, uncertainty.UncertaintyError) as e:
         st.warning(f"Nothing written: {md_escape(str(e))}.", icon=":material/edit_off:")
         return
@@ -154,7 +155,7 @@ def uncertainty_text(model, model_key, corpus, values: dict, who: str) -> None:
 def uncertainty_calibration(m, m_key, values: dict, who: str) -> None:
     st.subheader("Calibration on held-out text")
     t = float(values["rel_t"])
-    rel = ui.cached("sg_unc_rel", (m_key, t), lambda: m.reliability(t))
+    rel = ui.cached("sg_unc_rel", (m_key, t), lambda: m.reliability(t), shared=True)
     c1, c2 = st.columns(2)
     ui.chart(figures.reliability_figure(rel.edges, rel.confidence, rel.accuracy, rel.counts,
                                             f"reliability at T = {t:g} ({who}): ECE {rel.ece:.4f}"),

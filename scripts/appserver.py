@@ -120,6 +120,34 @@ DRAWN = ("Array.from(document.querySelectorAll(\"[data-testid='stPlotlyChart']\"
          ".filter(c => c.querySelector('.main-svg') && c.offsetParent !== null).length")
 
 
+# Every axis text plotly drew (tick labels, axis titles, colour bars, legend entries) that reaches more
+# than a pixel past its figure's edge, as [figure title, kind, text, pixels past]: the figures set their
+# own margins (ui.plotly_figure turns plotly's automatic margins off), so a label that does not fit is cut.
+AXIS_TEXT_OUTSIDE = """(() => { const out = [];
+  document.querySelectorAll("[data-testid='stPlotlyChart']").forEach((chart, i) => {
+    const svg = chart.querySelector('.main-svg');
+    if (!svg || chart.offsetParent === null) return;
+    const box = svg.getBoundingClientRect();
+    const title = (chart.querySelector('.gtitle') || {}).textContent || ('chart ' + i);
+    chart.querySelectorAll('text').forEach(t => {  // every subplot's: xtick, x2tick, ..., g-xtitle, g-x2title, ...
+      const g = t.parentNode.getAttribute('class') || '';
+      if (!(/^[xy][0-9]*tick$/.test(g) || /^g-[xy][0-9]*title$/.test(g) || t.classList.contains('legendtext')
+            || t.closest('.colorbar'))) return;
+      const r = t.getBoundingClientRect();
+      if (!r.width) return;
+      const past = Math.max(box.left - r.left, r.right - box.right, box.top - r.top, r.bottom - box.bottom);
+      if (past > 1) out.push([title.slice(0, 60), t.closest('g').getAttribute('class'), t.textContent.slice(0, 30),
+                              Math.round(past)]);
+    });
+  });
+  return out; })()"""
+
+
+def axis_text_outside(page) -> list:
+    """The axis texts drawn past their figure's edge (``AXIS_TEXT_OUTSIDE``); empty when all fit."""
+    return page.evaluate(AXIS_TEXT_OUTSIDE)
+
+
 def wait_for_charts(page, count: int = 1, timeout: float = 60_000) -> int:
     """Wait until plotly has drawn at least ``count`` visible charts (it draws after Streamlit is
     idle); returns how many are drawn."""

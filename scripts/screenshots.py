@@ -70,9 +70,11 @@ def main() -> None:
     ap.add_argument("--reference-only", action="store_true", help="rewrite docs/README.md only, no browser")
     args = ap.parse_args()
     if not args.reference_only:
-        from scripts.appserver import app_server, chromium, offline_context, wait_for_charts, wait_until_idle
+        from scripts.appserver import (app_server, axis_text_outside, chromium, offline_context, wait_for_charts,
+                                       wait_until_idle)
 
         OUT.mkdir(parents=True, exist_ok=True)
+        clipped = 0
         with app_server() as base, chromium() as browser:
             for path, shot in shots():
                 if args.only and shot.name not in args.only:
@@ -84,8 +86,12 @@ def main() -> None:
                 wait_for_charts(page, shot.charts)
                 page.wait_for_timeout(800)
                 page.screenshot(path=str(OUT / f"{shot.name}.png"))
+                cut = axis_text_outside(page)  # a label past its figure's margins: the figure's builder needs more room
                 ctx.close()
-                print(shot.name)
+                print(shot.name + (f"  AXIS TEXT OUTSIDE ITS FIGURE: {cut}" if cut else ""))
+                clipped += bool(cut)
+        if clipped:
+            raise SystemExit(f"{clipped} shots have axis text outside its figure (see above)")
     (ROOT / "docs" / "README.md").write_text(gallery_markdown())
 
 

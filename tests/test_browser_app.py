@@ -7,7 +7,7 @@ import pytest
 from playwright.sync_api import expect
 
 from explorer.pages import PAGES
-from scripts.appserver import app_server, offline_context, wait_for_charts, wait_until_idle
+from scripts.appserver import app_server, axis_text_outside, offline_context, wait_for_charts, wait_until_idle
 
 
 def grid_heads(page) -> int:
@@ -45,6 +45,7 @@ def test_every_page_loads_clean_and_draws_with_the_shell(page, server, spec):
     assert not page.context.blocked, page.context.blocked  # nothing asked of the web: it works offline
     charts = page.locator("[data-testid='stPlotlyChart'][role='figure']")
     assert charts.count() >= 1 and all(charts.nth(i).get_attribute("aria-label") for i in range(charts.count()))
+    assert axis_text_outside(page) == []  # every label fits the margins its figure set
     assert page.locator("[data-testid='stException']").count() == 0
     assert not page.errors
 

@@ -9,7 +9,7 @@ import pytest
 from explorer.lessons import LESSONS
 from explorer.pages import PAGES
 from explorer.shelf import Shelf
-from scripts.appserver import DRAWN, offline_context, wait_until_idle
+from scripts.appserver import DRAWN, axis_text_outside, offline_context, wait_until_idle
 
 QUICK = {"complexity": "&cx_max_n=1024&cx_repeats=1", "positions": "&pe_steps=50&pe_train_len=4",
          "attention_lab": "&lab_steps=60", "experts": "&moe_steps=50&moe_res_steps=20", "multimodal": "&mm_steps=100",
@@ -68,6 +68,7 @@ def test_a_second_student_gets_the_lesson_without_a_traceback(browser, server, l
         assert page.get_by_text(f"Lesson: {lesson.title}").count() == 1
         assert page.get_by_text("This lesson's runs came with the app").count() == int(shipped), (student, lesson_id)
         assert not errors, errors
+        assert axis_text_outside(page) == [], student  # every label fits the margins its figure set
         pictures.append(page.evaluate(DRAWN))
         ctx.close()
     assert pictures[0] == pictures[1]

@@ -8,6 +8,7 @@ import torch
 from apptest_helpers import assert_clean, iframes, open_page, plotly_specs, run_until, texts
 from explorer.attention import ATTENTION
 from explorer.encodings import ENCODINGS
+import ui
 
 PAGE = "pages/attention_lab.py"
 
@@ -54,9 +55,12 @@ def test_page_opens_with_untrained_model_and_maps():
     assert int(metrics["Attention FLOPs (this input)"].replace(",", "")) > 0
     assert at.session_state["lab_render_s"] > 0  # the page records its server time for the benchmark
     assert len(iframes(at)) == 0  # the bertviz tabs are closed: nothing computed or sent
-    for spec in plotly_specs(at):  # every axis draws its tick labels unmeasured (ui.plotly_figure)
+    for spec in plotly_specs(at):  # every axis draws its labels unmeasured, in set margins (ui.plotly_figure)
         axes = [v for k, v in spec["layout"].items() if k.startswith(("xaxis", "yaxis"))]
-        assert axes and all(a.get("ticklabeloverflow") == "allow" for a in axes), spec["layout"].get("title")
+        assert axes and all(a.get("ticklabeloverflow") == "allow" and a.get("automargin") is False
+                            for a in axes), spec["layout"].get("title")
+        if spec["layout"]["xaxis"].get("title", {}).get("text"):  # room below for the labels and the title
+            assert spec["layout"]["margin"]["b"] >= ui.X_TITLE_ROOM, spec["layout"].get("title")
     for tab in ("bertviz head view", "bertviz model view"):
         at.session_state["lab_tab"] = tab
         at.run()

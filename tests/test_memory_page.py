@@ -103,3 +103,19 @@ def test_measuring_draws_speed_and_memory_and_says_what_came_out():
     words = mem.measured_model_words(mem.MeasureSettings(("softmax", "linear"), 256))
     assert "2 layers, width 64, 4 heads, window 8" in words and "fastest of 3 runs" in words
     assert any(words in c for c in texts(at.caption))
+
+
+def test_the_example_conversation_is_computed_once_per_server_and_typed_turns_stay_in_the_session(monkeypatch):
+    import ui
+
+    calls = []
+    forgetting = mem.forgetting
+    monkeypatch.setattr(mem, "forgetting", lambda model, text: calls.append(text) or forgetting(model, text))
+    ui._shared_results().store.clear()
+    open_page(PAGE, timeout=60)
+    open_page(PAGE, timeout=60)
+    assert calls == [mem.conversation(mem.DEFAULT_TURNS)]  # the second student was handed the first one's
+    typed = ["My name is Eve.", "Who am I?"]
+    opened_with({"mem_turn": typed})
+    assert calls[1:] == [mem.conversation(typed)]
+    assert not any("Eve" in repr(key) for key in ui._shared_results().store)

@@ -204,3 +204,24 @@ def test_the_definitions_numbers_are_emmas(emma):
     """The Definitions expander names ln V for Emma's V characters: both computed here from the corpus."""
     v = emma.vocab_size
     assert f"ln {v} = {math.log(v):.2f} for Emma's {v})" in unc.DEFINITIONS
+
+
+def test_the_default_text_is_written_once_per_server_and_a_typed_prompt_stays_in_its_session(emma, monkeypatch):
+    """The example prompt's text is the same for every student (a shared model, seed 0): the second
+    student is handed the first one's, from the server-wide store. A prompt a student typed is
+    written for that session only, and never enters the shared store."""
+    import ui
+
+    calls = []
+    write = unc.write
+    monkeypatch.setattr(unc, "write", lambda *a: calls.append(a[2]) or write(*a))
+    ui._shared_results().store.clear()
+    first, second = opened_with({"sg_unc_chars": "50"}), opened_with({"sg_unc_chars": "50"})
+    assert calls == ["Emma"]  # written once, for both
+    assert first.get("html")[0].proto.body == second.get("html")[0].proto.body
+    typed = opened_with({"sg_unc_chars": "50", "sg_unc_prompt": "Harriet"})
+    assert calls == ["Emma", "Harriet"]
+    assert not any("Harriet" in repr(key) for key in ui._shared_results().store)
+    assert [key[1] for key in typed.session_state["sg_unc_written"]] == ["Harriet"]
+    opened_with({"sg_unc_chars": "50", "sg_unc_prompt": "Harriet"})  # another student typing the same
+    assert calls == ["Emma", "Harriet", "Harriet"]
