@@ -4,6 +4,7 @@ scheduler, drawing figures and the library's view descriptions, per-session cach
 job, and arriving at a finished view from a link or a lesson."""
 from __future__ import annotations
 
+import contextlib
 import time
 import atexit
 import threading
@@ -317,23 +318,26 @@ def section(s: view.Section, **context) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- per-session caches
+def _recall(store: OrderedDict, key, make: Callable, size: int, lock=contextlib.nullcontext()):
+    """``store[key]``, made with ``make`` when missing, in an LRU of at most ``size`` entries. ``lock``
+    guards the store, never ``make``: another key's computation need not wait (a race computes twice)."""
+    with lock:
+        if key in store:
+            store.move_to_end(key)
+            return store[key]
+    value = make()
+    with lock:
+        store[key] = value
+        while len(store) > size:
+            store.popitem(last=False)
+    return value
+
+
 class _SharedResults:
-    """A server-wide LRU of results every session would compute alike (see ``cached``)."""
+    """The server-wide LRU of results every session would compute alike (see ``cached``)."""
 
     def __init__(self, size: int):
         self.size, self.lock, self.store = size, threading.Lock(), OrderedDict()
-
-    def get(self, key, make: Callable):
-        with self.lock:
-            if key in self.store:
-                self.store.move_to_end(key)
-                return self.store[key]
-        value = make()  # outside the lock: another key's computation need not wait (a race computes twice)
-        with self.lock:
-            self.store[key] = value
-            while len(self.store) > self.size:
-                self.store.popitem(last=False)
-        return value
 
 
 @st.cache_resource
@@ -347,15 +351,9 @@ def cached(name: str, key, make: Callable, size: int = 16, shared: bool = False)
     defaults, never anything a student typed), so it is computed once per server and handed out
     read-only from a server-wide LRU; a second student opening the same view does not pay for it."""
     if shared:
-        return _shared_results().get((name, key), make)
-    store = S.setdefault(name, OrderedDict())
-    if key in store:
-        store.move_to_end(key)
-        return store[key]
-    value = store[key] = make()
-    while len(store) > size:
-        store.popitem(last=False)
-    return value
+        server = _shared_results()
+        return _recall(server.store, (name, key), make, server.size, server.lock)
+    return _recall(S.setdefault(name, OrderedDict()), key, make, size)
 
 
 def page_timer(key: str) -> Callable[[], None]:

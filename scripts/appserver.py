@@ -136,8 +136,7 @@ AXIS_TEXT_OUTSIDE = """(() => { const out = [];
       const r = t.getBoundingClientRect();
       if (!r.width) return;
       const past = Math.max(box.left - r.left, r.right - box.right, box.top - r.top, r.bottom - box.bottom);
-      if (past > 1) out.push([title.slice(0, 60), t.closest('g').getAttribute('class'), t.textContent.slice(0, 30),
-                              Math.round(past)]);
+      if (past > 1) out.push([title.slice(0, 60), g, t.textContent.slice(0, 30), Math.round(past)]);
     });
   });
   return out; })()"""
