@@ -85,7 +85,7 @@ URL_CONTROLS = {  # the page's URL key -> (ExtrapolationSettings field, the cont
     "pe_task": ("task", "Task"), "pe_train_len": ("train_len", "Training length L"),
     "pe_steps": ("max_steps", "Step cap per model"), "pe_encodings": ("encodings", "Encodings"),
 }
-VIEW_DEFAULTS = {"pe_layer": 0, "pe_head": 0}
+VIEW_DEFAULTS = {"pe_layer": 0, "pe_head": 0, "pe_map": ExtrapolationSettings().encodings[0]}  # pe_map: whose map is open
 
 
 def url_defaults() -> dict:
@@ -219,6 +219,14 @@ class ExtrapolationResult:
     def losses(self, encoding: str) -> list[Optional[float]]:
         """Loss at each evaluation length, in the order of ``settings.factors``."""
         return [r["loss"] for r in self.models[encoding].rows]
+
+    def summary(self, encoding: str) -> str:
+        """One model's results in a sentence (markdown): its steps and its accuracy at each length."""
+        m = self.models[encoding]
+        at = [f"{r['accuracy']:.1%} at {r['eval_len']}" if r["accuracy"] is not None else
+              f"nothing at {r['eval_len']} (no position for it)" for r in m.rows]
+        return (f"**{encoding}** {'fitted' if m.fitted else 'did not fit'} length {self.settings.train_len} in "
+                f"{m.steps:,} steps; tokens right: " + ", ".join(at) + ".")
 
     def findings(self) -> list[str]:
         """What came out, in sentences computed from the numbers (markdown), beside the literature."""

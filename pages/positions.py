@@ -132,18 +132,22 @@ else:
     st.subheader(f"Attention at length {lens[-1]}")
     c1, c2 = st.columns(2)
     layer = c1.selectbox("Layer", list(range(settings.n_layer)), key="pe_layer", bind="query-params",
-                         help="Which layer the maps show.")
+                         help="Which layer the map shows.")
     head = c2.selectbox("Head", list(range(settings.n_head)), key="pe_head", bind="query-params",
-                        help="Which head the maps show.")
-    per_row = 2  # large enough to read on a projector
-    for start in range(0, len(settings.encodings), per_row):
-        cols = st.columns(per_row)
-        for col, e in zip(cols, settings.encodings[start:start + per_row]):
+                        help="Which head the map shows.")
+    # one encoding's map at a time, at a size a projector can show: only the open tab is drawn
+    map_tabs = st.tabs(list(settings.encodings), key="pe_map", on_change="rerun", bind="query-params")
+    for tab, e in zip(map_tabs, settings.encodings):
+        with tab:
+            if not tab.open:
+                continue
             m = result.models[e]
-            with col:
-                if m.tokens is None:
-                    st.markdown(f"**{e}**")
-                    st.caption(m.maps)
-                else:
-                    ui.chart(figures.attention_heatmap(m.maps[layer, head], m.tokens, e, height=560), f"pe_x_map_{e}",
-                             f"Attention of the {e} model, layer {layer}, head {head}, at length {lens[-1]}.")
+            c_map, c_about = st.columns([3, 2])
+            c_about.markdown(result.summary(e))
+            if m.tokens is None:
+                c_about.caption(m.maps)
+            else:
+                with c_map:
+                    ui.chart(figures.attention_heatmap(m.maps[layer, head], m.tokens, e, height=560),
+                             f"pe_x_map_{e}", f"Attention of the {e} model, layer {layer}, head {head}, at length "
+                                              f"{lens[-1]}.")

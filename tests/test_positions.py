@@ -90,6 +90,15 @@ def test_experiment_reports_every_encoding_and_refuses_learned_past_its_table(sm
     assert len(r.losses("rope")) == 3 and r.losses("learned")[1:] == [None, None]
 
 
+def test_each_models_summary_states_its_own_rows(small_result):
+    for e, m in small_result.models.items():
+        text = small_result.summary(e)
+        assert text.startswith(f"**{e}** {'fitted' if m.fitted else 'did not fit'} length 4 in {m.steps:,} steps")
+        for row in m.rows:  # each length's accuracy, as the table shows it
+            shown = "nothing" if row["accuracy"] is None else f"{row['accuracy']:.1%}"
+            assert f"{shown} at {row['eval_len']}" in text, (text, row)
+
+
 def test_findings_say_which_models_did_not_learn(small_result):
     found = " ".join(small_result.findings())
     unfit = [e for e, m in small_result.models.items() if not m.fitted]
@@ -180,3 +189,17 @@ def test_positions_page_runs_the_experiment():
     assert any("cannot represent positions" in w for w in texts(at.warning))
     assert any("What came out" in m.value for m in at.markdown)
     assert any(s["layout"]["title"]["text"].startswith("how far each row moved") for s in specs)  # learned tab
+    # the maps at the longest length: one encoding's at a time, the open tab's (a link names it)
+    maps = [s["layout"]["title"]["text"] for s in specs if s["layout"]["title"]["text"] in ENCODINGS.names()]
+    assert maps == ["sinusoidal"], maps
+    at.query_params["pe_map"] = "rope"  # as a copied link gives it
+    at.run()
+    assert_clean(at)
+    maps = [s["layout"]["title"]["text"] for s in plotly_specs(at) if s["layout"]["title"]["text"] in ENCODINGS.names()]
+    assert maps == ["rope"], maps
+    assert any(m.value.startswith("**rope** ") and "tokens right" in m.value for m in at.markdown)  # beside it, what the rope model scored
+    at.query_params["pe_map"] = "learned"  # a table with no row at length 16: said, not drawn
+    at.run()
+    assert_clean(at)
+    assert not [s for s in plotly_specs(at) if s["layout"]["title"]["text"] in ENCODINGS.names()]
+    assert any("cannot represent positions" in c for c in texts(at.caption))
