@@ -6,7 +6,8 @@ button of each chart (a PNG at three times its size, drawn in the student's brow
 Kaleido runs in a child process of its own (``python -m explorer.export``), one Chromium for both
 files. A Chromium that hangs while starting (it happens on a loaded machine, and Kaleido then waits
 on its pipe for ever) is killed with its child process (the whole tree) after ``timeout_s`` and tried once more, so an
-export never holds one of the server's cores for good."""
+export never holds one of the server's cores for good. On the server the export is a job (``ExportJob``) that
+waits for its child in slices: Stop ends the child and its Chromium at once."""
 from __future__ import annotations
 
 import base64
@@ -16,7 +17,12 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
+from typing import Optional
+
+from .jobs import Job, run_to_end
 
 PNG_WIDTH = 1920  # pixels: a projector's width
 LAYOUT_WIDTH = 960  # pixels: the figure's own width in the files (the PNG is this, scaled up)
@@ -51,34 +57,91 @@ def options(figure: dict, fmt: str) -> dict:
             "scale": PNG_WIDTH / LAYOUT_WIDTH if fmt == "png" else 1}
 
 
-def figure_files(fig, timeout_s: float = 60.0, tries: int = 2) -> dict[str, bytes]:
-    """The figure as ``{"svg": …, "png": …}``, rendered in a child process; raises RuntimeError with a
-    sentence for a learner when it cannot be (no Chromium, a crash, or ``tries`` runs each over
-    ``timeout_s``)."""
-    path = browser()
-    if path is None:
-        raise RuntimeError("no Chromium on this server to render figures with")
-    import plotly.io as pio
+class ExportJob(Job):
+    """Both files of one figure, as a job the server's scheduler runs in slices: the first slice starts
+    the child process, later ones wait for it. ``close`` (Stop, or the job's end however it ends)
+    kills the child and its Chromium, so a stopped export leaves nothing running. A child that takes
+    longer than ``timeout_s`` is killed and tried again, ``tries`` times in all; then the job fails
+    with a sentence for a learner."""
 
-    spec = pio.to_json(fig, validate=True)  # a figure dict or a plotly Figure; numpy arrays become lists
-    env = dict(os.environ, BROWSER_PATH=path)
-    for attempt in range(tries):
-        child = subprocess.Popen([sys.executable, "-m", "explorer.export"], cwd=ROOT, env=env, text=True,
-                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                 start_new_session=True)
+    title = "exporting a figure"
+
+    def __init__(self, fig, timeout_s: float = 60.0, tries: int = 2, peak_bytes: float = 0.0):
+        self.fig, self.timeout_s, self.tries, self.peak_bytes = fig, timeout_s, tries, peak_bytes
+        self.key = None  # never shared: a figure may hold what a student typed
+        self.attempts = 0
+        self.child: Optional[subprocess.Popen] = None
+        self._dir: Optional[tempfile.TemporaryDirectory] = None
+        self._started = 0.0
+        self._files: Optional[dict[str, bytes]] = None
+
+    def step(self, slice_s: float) -> bool:
+        if self.child is None:
+            self._start()
         try:
-            out, err = child.communicate(spec, timeout=timeout_s)
-        except BaseException as e:  # a hang (or the server stopping): nothing of it outlives the call
-            _kill(child)
-            if isinstance(e, subprocess.TimeoutExpired):
-                continue
-            raise
-        if child.returncode != 0:
-            last = (err.strip().splitlines() or ["it stopped without a message"])[-1]
+            code = self.child.wait(timeout=max(0.01, min(slice_s, self._started + self.timeout_s - time.monotonic())))
+        except subprocess.TimeoutExpired:
+            if time.monotonic() - self._started < self.timeout_s:
+                return False
+            self._stop_child()  # a hang: killed, with its Chromium, and tried again
+            if self.attempts >= self.tries:
+                raise RuntimeError(f"the renderer did not finish in {self.timeout_s:.0f} s, {self.tries} times; "
+                                   "try again when the server is less busy")
+            return False
+        out, err = Path(self._dir.name) / "out.json", Path(self._dir.name) / "err.txt"
+        if code != 0:
+            last = (err.read_text(errors="replace").strip().splitlines() or ["it stopped without a message"])[-1]
             raise RuntimeError(f"the renderer failed ({last})")
-        return {fmt: base64.b64decode(data) for fmt, data in json.loads(out).items()}
-    raise RuntimeError(f"the renderer did not finish in {timeout_s:.0f} s, {tries} times; try again when the "
-                       "server is less busy")
+        self._files = {fmt: base64.b64decode(data) for fmt, data in json.loads(out.read_text()).items()}
+        self.close()
+        return True
+
+    def _start(self) -> None:
+        path = browser()
+        if path is None:
+            raise RuntimeError("no Chromium on this server to render figures with")
+        import plotly.io as pio
+
+        if self._dir is None:
+            self._dir = tempfile.TemporaryDirectory(prefix="te-export-")
+            spec = pio.to_json(self.fig, validate=True)  # a figure dict or a plotly Figure; arrays become lists
+            (Path(self._dir.name) / "figure.json").write_text(spec)
+        work = Path(self._dir.name)
+        with open(work / "err.txt", "wb") as err:
+            self.child = subprocess.Popen([sys.executable, "-m", "explorer.export", str(work / "figure.json"),
+                                           str(work / "out.json")], cwd=ROOT, env=dict(os.environ, BROWSER_PATH=path),
+                                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+                                          start_new_session=True)
+        self.attempts += 1
+        self._started = time.monotonic()
+
+    def _stop_child(self) -> None:
+        if self.child is not None:
+            _kill(self.child)
+            self.child = None
+
+    def result(self) -> Optional[dict[str, bytes]]:
+        return self._files
+
+    def progress(self) -> tuple[float, str]:
+        return 0.0, "rendering" + (f" (try {self.attempts} of {self.tries})" if self.attempts > 1 else "")
+
+    def close(self) -> None:
+        self._stop_child()
+        if self._dir is not None:
+            self._dir.cleanup()
+            self._dir = None
+
+
+def figure_files(fig, timeout_s: float = 60.0, tries: int = 2) -> dict[str, bytes]:
+    """The figure as ``{"svg": …, "png": …}``, rendered in a child process (``ExportJob``, run here to
+    its end); raises RuntimeError with a sentence for a learner when it cannot be (no Chromium, a
+    crash, or ``tries`` runs each over ``timeout_s``)."""
+    job = ExportJob(fig, timeout_s, tries)
+    try:
+        return run_to_end(job)
+    finally:
+        job.close()
 
 
 def _kill(child: subprocess.Popen) -> None:
@@ -124,5 +187,5 @@ def _render(spec: str) -> dict[str, str]:
     return {fmt: base64.b64encode(data).decode() for fmt, data in asyncio.run(both()).items()}
 
 
-if __name__ == "__main__":
-    sys.stdout.write(json.dumps(_render(sys.stdin.read())))
+if __name__ == "__main__":  # python -m explorer.export FIGURE_JSON OUT_JSON
+    Path(sys.argv[2]).write_text(json.dumps(_render(Path(sys.argv[1]).read_text())))

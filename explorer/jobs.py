@@ -17,6 +17,7 @@ Every heavy computation of every session is a ``Job`` handed to one ``Scheduler`
   result at once. Finished results are kept, read-only, in a bounded store.
 - **Stop.** A handle is held by the sessions that asked for it; ``release`` by the last one
   cancels the job (a queued job leaves the queue at once, a running one at the end of its slice).
+  A session that is gone for good (``left``) releases all it held.
 - **Shipped runs.** A job whose class is ``shippable`` (seeded training: the same result on any
   machine with this torch) is first looked up on the scheduler's shelf (``explorer.shelf``: the
   lessons' runs, made when the app was built); found there, it is done at once.
@@ -170,6 +171,7 @@ class Scheduler:
         self._running: dict[int, Handle] = {}  # admitted and not finished, by id
         self._by_key: OrderedDict[Hashable, Handle] = OrderedDict()  # every live or kept handle
         self._cancel: set[int] = set()
+        self._left: deque[Hashable] = deque()  # holders gone for good, their jobs not yet released
         self._next_id = 1
         self._threads: list[threading.Thread] = []
         self._stopping = False
@@ -183,6 +185,7 @@ class Scheduler:
         if self.shelf is not None and job.shippable and job.key is not None and job.key not in self._by_key:
             shipped = self.shelf.get(job.key)  # read from disk outside the lock
         with self._lock:
+            self._release_left()
             known = self._by_key.get(job.key) if job.key is not None else None
             if known is not None and known.status in (QUEUED, RUNNING, DONE):
                 known.holders.add(holder)
@@ -212,15 +215,14 @@ class Scheduler:
     def release(self, handle: Handle, holder: Hashable = None) -> None:
         """``holder`` no longer wants the job; the last holder's release cancels it if still active."""
         with self._lock:
-            handle.holders.discard(holder)
-            if handle.holders or not handle.active:
-                return
-            if handle.status == QUEUED:
-                self._queue.remove(handle)
-                self._end(handle, CANCELLED)
-                self._admit()
-            else:
-                self._cancel.add(handle.id)
+            self._release(handle, holder)
+
+    def left(self, holder: Hashable) -> None:
+        """``holder`` (a session) is gone for good: it releases every job it holds, as if it had pressed
+        Stop on each (a run another session holds goes on). Safe from any thread, and from a garbage
+        collector's finalizer, which may run inside this scheduler's own code: it only notes the
+        holder, and the scheduler releases its jobs on its next turn (within half a second)."""
+        self._left.append(holder)  # deque.append is atomic: no lock is taken here
 
     def snapshot(self) -> dict:
         """Queue and load, for a page's status line and the load report."""
@@ -264,6 +266,26 @@ class Scheduler:
             t.join(5)
 
     # ------------------------------------------------------------------------------------------ inside
+    def _release(self, handle: Handle, holder: Hashable) -> None:
+        """(lock held) ``holder`` lets go of ``handle``: the last one cancels it."""
+        handle.holders.discard(holder)
+        if handle.holders or not handle.active:
+            return
+        if handle.status == QUEUED:
+            self._queue.remove(handle)
+            self._end(handle, CANCELLED)
+            self._admit()
+        else:
+            self._cancel.add(handle.id)
+
+    def _release_left(self) -> None:
+        """(lock held) Release the jobs of the holders that ``left``."""
+        while self._left:
+            holder = self._left.popleft()
+            for handle in list(self._queue) + list(self._running.values()):
+                if holder in handle.holders:
+                    self._release(handle, holder)
+
     def _ensure_workers(self) -> None:
         self._threads = [t for t in self._threads if t.is_alive()]
         while len(self._threads) < self.workers:
@@ -305,8 +327,10 @@ class Scheduler:
     def _work(self) -> None:
         while True:
             with self._lock:
+                self._release_left()
                 while not self._ready and not self._stopping:
                     self._lock.wait(0.5)
+                    self._release_left()
                 if self._stopping:
                     return
                 handle = self._ready.popleft()

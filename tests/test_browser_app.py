@@ -1,6 +1,8 @@
 """Every page in real Chromium: loads clean, draws its charts, follows controls, restores shared
 links, and shows typed or linked text as text."""
+import os
 import re
+import time
 from urllib.parse import quote
 
 import pytest
@@ -248,3 +250,38 @@ def test_an_attention_maps_hover_names_the_query_and_key_tokens(page, server):
         assert (m[2], m[4]) == (rows[r], cols[c]), text
     page.mouse.move(box["x"] + (T - 1.5) * box["width"] / T, box["y"] + 0.5 * box["height"] / T)  # above the diagonal
     expect(chart.locator(".hoverlayer .hovertext")).to_contain_text("weight 0.000")
+
+
+def cores_busy(pid: int, seconds: float = 2.0) -> float:
+    """The cores a process kept busy over ``seconds`` (its CPU time from /proc, over the wall time)."""
+    def cpu() -> float:
+        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    before = cpu()
+    time.sleep(seconds)
+    return (cpu() - before) / seconds
+
+
+def test_a_run_whose_student_closed_the_tab_stops_on_the_server(browser):
+    """A student starts a long run and closes the tab. Once Streamlit lets the session go (after
+    server.disconnectedSessionTTL; here 2 s, 120 s by default) and the server frees its state, the run
+    nobody holds any more stops, instead of keeping a core busy to its 20,000th step."""
+    env = {"STREAMLIT_SERVER_DISCONNECTED_SESSION_TTL": "2", "TE_GONE_CHECK_S": "1"}
+    with app_server(env=env) as server:
+        ctx = offline_context(browser, viewport={"width": 1400, "height": 1600})
+        page = ctx.new_page()
+        page.goto(server + "/?lab_steps=20000&lab_until_learned=false&lab_seed=4242")
+        wait_until_idle(page)
+        page.get_by_role("button", name="▶ Train", exact=True).click()
+        page.get_by_text("Training…").first.wait_for(timeout=30_000)
+        assert cores_busy(server.pid) > 0.5  # the run holds a core
+        ctx.close()
+        time.sleep(3)  # past the TTL
+        other = offline_context(browser)  # another student comes and goes: Streamlit drops expired sessions then
+        visit = other.new_page()
+        visit.goto(server + "/complexity")
+        wait_until_idle(visit)
+        other.close()
+        deadline = time.monotonic() + 30
+        while (busy := cores_busy(server.pid)) > 0.3:
+            assert time.monotonic() < deadline, f"the run still keeps {busy:.2f} cores busy"

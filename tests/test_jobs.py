@@ -1,7 +1,9 @@
 """The server-wide scheduler: admission by memory, the queue, refusals, Stop, crashes, fair slices,
 and one computation shared by every session that asks for the same work."""
+import gc
 import threading
 import time
+import weakref
 
 import pytest
 
@@ -79,6 +81,31 @@ def test_stop_removes_a_queued_job_and_ends_a_running_one(scheduler):
     gate.set()
     assert big.wait(5) == CANCELLED and big.job.done_steps < 50 and big.job.closed
     assert scheduler.snapshot()["reserved_bytes"] == 0
+
+
+def test_a_session_that_is_gone_releases_its_jobs_and_a_shared_run_goes_on(scheduler):
+    """What ui.holder arranges: when a session's state is freed, a finalizer tells the scheduler the
+    holder left; its own runs stop (a queued one leaves the queue), a run another session holds goes on."""
+    gate = threading.Event()
+    shared = scheduler.submit(Steps(10_000, 40, key="lesson run", gate=gate), "student 1")
+    scheduler.submit(Steps(10_000, 40, key="lesson run", gate=gate), "student 2")
+    own = scheduler.submit(Steps(10_000, 40, gate=gate), "student 1")
+    queued = scheduler.submit(Steps(10_000, 40), "student 1")  # 40 + 40 + 40 do not fit in 100
+    assert (shared.status, own.status, queued.status) == (RUNNING, RUNNING, QUEUED)
+
+    class SessionState:  # stands in for a session's state, freed when Streamlit lets the session go
+        pass
+
+    state = SessionState()
+    weakref.finalize(state, scheduler.left, "student 1")
+    del state
+    gc.collect()
+    gate.set()
+    assert own.wait(5) == CANCELLED and own.job.closed and own.job.done_steps < 10_000
+    assert queued.status == CANCELLED and queued.job.done_steps == 0
+    assert shared.status == RUNNING and shared.holders == {"student 2"}
+    scheduler.left("student 2")
+    assert shared.wait(5) == CANCELLED
 
 
 def test_a_shared_job_runs_once_and_stops_only_when_the_last_session_lets_go(scheduler):

@@ -1,4 +1,5 @@
 """The Attention Lab page, run through streamlit.testing.v1.AppTest."""
+import gc
 import re
 
 import numpy as np
@@ -211,6 +212,22 @@ def test_stop_keeps_the_model_and_reset_forgets_it():
     at.button(key="lab_reset").click().run()
     assert "lab_run" not in at.session_state
     assert any("untrained" in m.value for m in at.markdown)
+
+
+def test_a_session_that_is_gone_stops_the_run_it_alone_held():
+    """A student starts a long run and closes the tab: when Streamlit frees that session's state, the
+    run stops (the finalizer ui.holder set tells the scheduler) instead of holding a core to its end."""
+    at = open_page(PAGE)
+    at.sidebar.number_input(key="lab_steps").set_value(20000)
+    at.sidebar.number_input(key="lab_seed").set_value(4321)  # a run of its own: no other test holds it
+    at.sidebar.toggle(key="lab_until_learned").set_value(False)
+    at.run()
+    at.button(key="lab_train").click().run()
+    handle = at.session_state["lab_run"].handle
+    assert handle.active
+    del at  # the session's state goes with it
+    gc.collect()
+    assert handle.wait(10) == "cancelled" and handle.job.live().step < 20000
 
 
 def test_a_new_head_count_under_alibi_says_the_slopes_changed():
