@@ -518,6 +518,7 @@ def _training(args) -> dict:
     bf16 against fp32 (each one job, trained to the end in this process), and data-parallel workers
     against one worker and against single-process training."""
     from . import corpus, methods, train_ddp
+    from .jobs import run_to_end
 
     torch.set_num_threads(args.threads)
     text = corpus.builtin()
@@ -525,9 +526,7 @@ def _training(args) -> dict:
     for kind in (methods.CurriculumSettings, methods.PrecisionSettings):
         settings = kind(**({"steps": 30, "every": 10, "length": 32} if args.quick else {})).for_corpus(text)
         job = methods.job(settings, text)
-        while not job.step(1.0):
-            pass
-        run = job.result()
+        run = run_to_end(job)
         print(f"== {job.kind} ({settings.steps} steps each)")
         for line in run.findings():
             print("  -", line)

@@ -31,6 +31,7 @@ import torch
 from torch import Tensor
 
 from .config import ModelConfig
+from .jobs import run_to_end
 from .model import GPT, build_model
 from .runs import Probe, TrainJob, training_peak_bytes
 from .tasks import IGNORE, LETTERS, CharTokenizer
@@ -205,7 +206,6 @@ def training_job(settings: FewShotSettings) -> TrainJob:
 def train(settings: FewShotSettings) -> tuple[GPT, list, float]:
     """Train in this thread (bench, tests): the model, its probes, the training seconds."""
     job = training_job(settings)
-    while not job.step(1.0):
-        pass
+    run_to_end(job)
     run = job.live()
     return run.model, run.probes, run.seconds

@@ -19,6 +19,7 @@ from torch import Tensor
 
 from . import scenes
 from .fusion import FUSIONS, PATCHES, POS2D, Captioner, FusionConfig, build
+from .jobs import run_to_end
 from .runs import StopRule, TrainJob, TrainedRun
 from .tasks import IGNORE
 from .train import TrainConfig, Trainer, evaluate
@@ -300,10 +301,9 @@ def findings(runs: dict[str, TrainedRun], evals: dict[str, "Evaluation"]) -> lis
 def train_alone(settings: MultimodalSettings, fusion: str) -> TrainedRun:
     """Run one fusion mode's training job to its end in this thread (the bench; tests)."""
     job = training_job(settings, fusion)
-    while not job.step(1.0):
-        pass
+    run = run_to_end(job)
     job.close()
-    return job.result()
+    return run
 
 
 def report(settings: MultimodalSettings = MultimodalSettings()) -> dict:

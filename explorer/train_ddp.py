@@ -48,7 +48,7 @@ from torch import Tensor
 
 from .config import ModelConfig
 from .corpus import Corpus, builtin, from_path
-from .jobs import Job
+from .jobs import Job, run_to_end
 from .model import build_model
 from .train import TrainConfig, Trainer
 
@@ -563,9 +563,7 @@ def compare(settings: DDPSettings) -> Comparison:
     """N workers against one, and against one process: throughput and parameter difference."""
     job = DDPJob(settings)
     try:
-        while not job.step(1.0):
-            pass
-        return job.result()
+        return run_to_end(job)
     finally:
         job.close()
 
