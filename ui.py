@@ -48,17 +48,17 @@ def scheduler() -> Scheduler:
     it stops its workers between slices (a worker killed inside a torch call aborts the process)."""
     s = Scheduler(shelf=Shelf.from_env())
     atexit.register(s.shutdown)
-    threading.Thread(target=_free_gone_sessions, args=(s,), name="te-gone-sessions", daemon=True).start()
+    period = float(os.environ.get("TE_GONE_CHECK_S", 60))  # read here: a bad value fails loudly, like TE_WORKERS
+    threading.Thread(target=_free_gone_sessions, args=(s, period), name="te-gone-sessions", daemon=True).start()
     return s
 
 
-def _free_gone_sessions(s: Scheduler) -> None:
+def _free_gone_sessions(s: Scheduler, period: float) -> None:
     """While any job runs, a full garbage collection every ``TE_GONE_CHECK_S`` seconds (default 60):
     a session Streamlit has let go (its tab closed for longer than ``server.disconnectedSessionTTL``)
     is freed only by a full collection, and only then does ``holder``'s finalizer release its jobs.
     Python's own collector reaches such old cycles rarely in a process this size (about 400,000
     objects, measured: a full collection takes about 0.15 s)."""
-    period = float(os.environ.get("TE_GONE_CHECK_S", 60))
     while True:
         time.sleep(period)
         if s.snapshot()["running"]:

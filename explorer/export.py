@@ -88,6 +88,7 @@ class ExportJob(Job):
                 raise RuntimeError(f"the renderer did not finish in {self.timeout_s:.0f} s, {self.tries} times; "
                                    "try again when the server is less busy")
             return False
+        self.child = None  # exited and reaped: its process id may be another's by now, never to be killed
         out, err = Path(self._dir.name) / "out.json", Path(self._dir.name) / "err.txt"
         if code != 0:
             last = (err.read_text(errors="replace").strip().splitlines() or ["it stopped without a message"])[-1]
